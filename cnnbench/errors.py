@@ -1,0 +1,15 @@
+"""The one exception type that reaches the user as a message instead of a traceback."""
+
+
+class CnnbenchError(Exception):
+    """Bad input or a bad file: the message names the problem and the fix, in one paragraph.
+
+    The CLI prints it without a traceback and exits with ``exit_code``.
+    """
+
+    exit_code = 2
+
+    def __init__(self, message: str, exit_code: int | None = None) -> None:
+        super().__init__(message)
+        if exit_code is not None:
+            self.exit_code = exit_code

@@ -1,0 +1,114 @@
+"""Models registered by name (in the spirit of timm's registry).
+
+A family registers a builder ``f(depth, num_classes, **options) -> nn.Module`` plus what the CLI and
+the error messages need to know about it: which depths are valid and the papers' parameter counts.
+"""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+
+from torch import nn
+
+from cnnbench.errors import CnnbenchError
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    name: str
+    builder: Callable[..., nn.Module]
+    is_valid_depth: Callable[[int], bool]
+    depth_rule: str  # human-readable, e.g. "6n+2"
+    example_depths: tuple[int, ...]
+    # Depth -> parameter count printed in the paper (in millions), for the default options.
+    paper_params: dict[int, float] = field(default_factory=dict)
+    description: str = ""
+
+
+_REGISTRY: dict[str, ModelSpec] = {}
+
+
+def register_model(
+    name: str,
+    *,
+    is_valid_depth: Callable[[int], bool],
+    depth_rule: str,
+    example_depths: Iterable[int],
+    paper_params: dict[int, float] | None = None,
+    description: str = "",
+) -> Callable[[Callable[..., nn.Module]], Callable[..., nn.Module]]:
+    """Decorator: register ``builder`` under ``name``."""
+
+    def decorator(builder: Callable[..., nn.Module]) -> Callable[..., nn.Module]:
+        if name in _REGISTRY:
+            raise ValueError(f"model {name!r} is registered twice")
+        _REGISTRY[name] = ModelSpec(
+            name=name,
+            builder=builder,
+            is_valid_depth=is_valid_depth,
+            depth_rule=depth_rule,
+            example_depths=tuple(example_depths),
+            paper_params=dict(paper_params or {}),
+            description=description or (inspect.getdoc(builder) or "").split("\n")[0],
+        )
+        return builder
+
+    return decorator
+
+
+def _ensure_loaded() -> None:
+    # Importing the package registers every family.
+    import cnnbench.models  # noqa: F401
+
+
+def list_models() -> list[str]:
+    _ensure_loaded()
+    return sorted(_REGISTRY)
+
+
+def get_model_spec(name: str) -> ModelSpec:
+    _ensure_loaded()
+    if name not in _REGISTRY:
+        raise CnnbenchError(
+            f"Unknown model {name!r}. Available models: {', '.join(sorted(_REGISTRY))}. "
+            f"Pick one with model=<name>, e.g. `cnnbench train model=resnet depth=20`."
+        )
+    return _REGISTRY[name]
+
+
+def nearest_valid_depths(spec: ModelSpec, depth: int, count: int = 2, search: int = 400) -> list[int]:
+    """Up to ``count`` valid depths below and above ``depth`` (for error messages)."""
+    below = [d for d in range(depth - 1, max(depth - search, 0), -1) if spec.is_valid_depth(d)][:count]
+    above = [d for d in range(depth + 1, depth + search) if spec.is_valid_depth(d)][:count]
+    return sorted(below) + above
+
+
+def check_depth(spec: ModelSpec, depth: int) -> None:
+    if not isinstance(depth, int) or isinstance(depth, bool) or not spec.is_valid_depth(depth):
+        near = nearest_valid_depths(spec, depth) if isinstance(depth, int) else list(spec.example_depths)
+        raise CnnbenchError(
+            f"depth={depth} is not valid for model {spec.name!r}: its depth must be {spec.depth_rule}. "
+            f"Valid depths near it: {', '.join(map(str, near))}; "
+            f"the usual ones: {', '.join(map(str, spec.example_depths))}. Set e.g. depth={near[0]}."
+        )
+
+
+def build_model(name: str, depth: int, num_classes: int = 10, **options: object) -> nn.Module:
+    """Build a registered model, e.g. ``build_model("resnet", depth=56, num_classes=10)``.
+
+    Unknown names, invalid depths and options the family does not take raise ``CnnbenchError``
+    with the valid choices.
+    """
+    spec = get_model_spec(name)
+    check_depth(spec, depth)
+    accepted = inspect.signature(spec.builder).parameters
+    unknown = sorted(k for k in options if k not in accepted)
+    if unknown:
+        valid = [p for p in accepted if p not in ("depth", "num_classes")]
+        raise CnnbenchError(
+            f"Model {name!r} has no option {', '.join(unknown)}. Its options are: "
+            f"{', '.join(valid) or '(none)'}. Remove the option or choose a model that has it."
+        )
+    return spec.builder(depth=depth, num_classes=num_classes, **options)
