@@ -1,0 +1,61 @@
+"""The Hydra application behind `cnnbench train` (and `python -m cnnbench train`, torchrun).
+
+A real ``@hydra.main`` app, so Hydra's multirun, launchers, sweepers, output folders and flags such as
+``--cfg job`` work as Hydra users expect.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+import hydra
+from hydra.experimental.callback import Callback
+from omegaconf import DictConfig
+
+from cnnbench.config import conf_dir
+from cnnbench.errors import CnnbenchError
+
+# Set (through hydra.job.env_set, so every launcher passes it on) by `cnnbench resume SWEEP_DIR`.
+RESUME_ENV = "CNNBENCH_RESUME"
+
+
+def holds_run(folder: Path) -> bool:
+    return (folder / "checkpoint.pt").exists() or (folder / "metrics.json").exists()
+
+
+class RefuseOverwrite(Callback):
+    """Refuse before Hydra writes anything into a folder that already holds results."""
+
+    def on_run_start(self, config: DictConfig, **kwargs: Any) -> None:
+        run_dir = Path(str(config.hydra.run.dir))
+        if holds_run(run_dir):
+            raise CnnbenchError(
+                f"{run_dir} already holds a run (checkpoint.pt or metrics.json); cnnbench never overwrites "
+                f"results. Continue it with `cnnbench resume {run_dir}`, or train into a new folder (drop "
+                f"hydra.run.dir=... or choose another one)."
+            )
+
+    def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
+        if config.hydra.job.env_set.get(RESUME_ENV):
+            return
+        sweep_dir = Path(str(config.hydra.sweep.dir))
+        if sweep_dir.is_dir() and any(holds_run(p) for p in sweep_dir.iterdir() if p.is_dir()):
+            raise CnnbenchError(
+                f"{sweep_dir} already holds a sweep's runs; cnnbench never overwrites results. Continue it "
+                f"with `cnnbench resume {sweep_dir}`, or sweep into a new folder (drop hydra.sweep.dir=...)."
+            )
+
+
+@hydra.main(version_base="1.3", config_path=str(conf_dir()), config_name="config")
+def hydra_app(cfg: DictConfig) -> float | None:
+    from hydra.core.hydra_config import HydraConfig
+
+    from cnnbench.resume import resume_sweep_job
+    from cnnbench.train import run
+
+    run_dir = Path(HydraConfig.get().runtime.output_dir)
+    metrics = resume_sweep_job(cfg, run_dir) if os.environ.get(RESUME_ENV) else run(cfg, run_dir)
+    # The final test error: what Hydra sweepers (e.g. Optuna) minimize.
+    return metrics.get("test_error") if metrics else None

@@ -1,0 +1,67 @@
+"""Atomic checkpoint files that load with ``weights_only=True`` (they cannot execute code)."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from cnnbench.errors import CnnbenchError
+
+CHECKPOINT_NAME = "checkpoint.pt"
+
+
+def save_checkpoint(state: dict[str, Any], path: Path) -> None:
+    """Write to a temporary file, flush it to disk, then rename over ``path``.
+
+    A crash, a full disk or a second Ctrl-C mid-write leaves the previous checkpoint intact.
+    """
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        with open(tmp, "wb") as f:
+            torch.save(state, f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+        _fsync_dir(path.parent)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def _fsync_dir(folder: Path) -> None:
+    # Makes the rename itself durable; not possible on every platform/filesystem.
+    try:
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def load_checkpoint(path: Path) -> dict[str, Any]:
+    """Load on the CPU with ``weights_only=True``; a missing, truncated or foreign file is a CnnbenchError."""
+    if not path.is_file():
+        raise CnnbenchError(
+            f"No checkpoint at {path}. A run folder holds checkpoint.pt once the run has trained for "
+            f"trainer.ckpt_every iterations or was interrupted; start a new run with `cnnbench train`."
+        )
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # torch raises many types for truncated/foreign files
+        raise CnnbenchError(
+            f"The checkpoint {path} cannot be read ({type(exc).__name__}: {str(exc).splitlines()[0][:200]}). "
+            f"It is truncated, corrupt or not a cnnbench checkpoint. Nothing was changed; restore it from a "
+            f"copy, or start the run again with `cnnbench train`."
+        ) from None
+    if not isinstance(state, dict) or "model" not in state or "iteration" not in state:
+        raise CnnbenchError(
+            f"{path} is not a cnnbench checkpoint (it lacks the model state or the iteration). Nothing was "
+            f"changed; point `cnnbench resume` at a run folder written by `cnnbench train`."
+        )
+    return state

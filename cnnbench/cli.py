@@ -1,0 +1,207 @@
+"""The `cnnbench` command line: one function per command; heavy imports happen inside commands."""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+app = typer.Typer(
+    name="cnnbench",
+    help=(
+        "Train plain and residual CIFAR nets and compare them (He et al. 2016, Figure 6). "
+        "Runs land in outputs/; open them with `tensorboard --logdir outputs`."
+    ),
+    no_args_is_help=True,
+    context_settings={"help_option_names": ["-h", "--help"]},
+    add_completion=True,
+    pretty_exceptions_enable=False,
+)
+
+FORWARD = {"allow_extra_args": True, "ignore_unknown_options": True, "help_option_names": ["--help"]}
+OverridesArg = Annotated[
+    list[str] | None,
+    typer.Argument(
+        help="Hydra overrides, e.g. model=plain depth=56 trainer.max_iters=300 (and Hydra flags).",
+        show_default=False,
+    ),
+]
+
+
+def _print_error(message: str) -> None:
+    from rich.console import Console
+
+    Console(stderr=True, highlight=False).print(f"[bold red]error:[/bold red] {message}", soft_wrap=True)
+
+
+def run_hydra(args: list[str]) -> int:
+    """Run the Hydra app with ``args`` as its command line; user errors become messages, not tracebacks."""
+    from hydra.errors import HydraException
+    from omegaconf.errors import OmegaConfBaseException
+
+    from cnnbench.errors import CnnbenchError
+
+    # Hydra re-raises instead of printing its own trimmed traceback; we print the message alone.
+    os.environ["HYDRA_FULL_ERROR"] = "1"
+    saved_argv = sys.argv
+    sys.argv = ["cnnbench", *args]
+    try:
+        from cnnbench.app import hydra_app
+
+        hydra_app()
+    except CnnbenchError as exc:
+        _print_error(str(exc))
+        return exc.exit_code
+    except (HydraException, OmegaConfBaseException) as exc:
+        cause = f" ({exc.__cause__})" if exc.__cause__ else ""
+        _print_error(
+            f"{exc}{cause}\nSee the available choices with `cnnbench config --help` and `cnnbench models`."
+        )
+        return 2
+    finally:
+        sys.argv = saved_argv
+    return 0
+
+
+@app.command(context_settings=FORWARD)
+def train(
+    overrides: OverridesArg = None,
+    multirun: Annotated[
+        bool,
+        typer.Option(
+            "--multirun",
+            "-m",
+            help="Sweep: one job per combination of comma-separated values (Hydra multirun).",
+        ),
+    ] = False,
+) -> None:
+    """Train one run (or sweep with -m). Overrides pick the model, depth, data, optimizer, schedule...
+
+    Examples:
+
+      cnnbench train model=resnet depth=56
+
+      cnnbench train data=digits model=plain depth=20 trainer.max_iters=300
+
+      cnnbench train -m model=plain,resnet depth=20,32,44,56
+
+      cnnbench train -m experiment=degradation_quick
+
+    Hydra's own flags pass through: --cfg job, --info, --hydra-help, hydra.run.dir=..., hydra/launcher=joblib.
+    """
+    args = (["--multirun"] if multirun else []) + list(overrides or [])
+    raise typer.Exit(run_hydra(args))
+
+
+@app.command(context_settings=FORWARD)
+def config(overrides: OverridesArg = None) -> None:
+    """Print the composed config for OVERRIDES (groups: model, data, augment, optimizer, schedule, trainer,
+    experiment).
+
+    Example: cnnbench config model=plain depth=56 data=digits
+    """
+    raise typer.Exit(run_hydra([*(overrides or []), "--cfg", "job"]))
+
+
+@app.command()
+def resume(
+    directory: Annotated[
+        Path,
+        typer.Argument(
+            help="A run folder, or a multirun folder (resumes every unfinished job).", show_default=False
+        ),
+    ],
+) -> None:
+    """Continue an interrupted run, or every unfinished job of a sweep, exactly where it stopped.
+
+    Example: cnnbench resume outputs/resnet56/2026-11-23_14-12-03_123456
+    """
+    from cnnbench.errors import CnnbenchError
+
+    try:
+        if (directory / "multirun.yaml").is_file():
+            from cnnbench.resume import resume_sweep
+
+            raise typer.Exit(run_hydra(resume_sweep(directory)))
+        from cnnbench.resume import resume_run
+
+        raise typer.Exit(resume_run(directory))
+    except CnnbenchError as exc:
+        _print_error(str(exc))
+        raise typer.Exit(exc.exit_code) from None
+
+
+@app.command()
+def report(
+    directories: Annotated[
+        list[Path], typer.Argument(help="Run folders or sweep folders.", show_default=False)
+    ],
+    out: Annotated[
+        Path | None,
+        typer.Option(
+            "--out",
+            "-o",
+            help="Where to write report.png/.md/.csv (default: the folder given, or ./report for several).",
+        ),
+    ] = None,
+) -> None:
+    """Figure 6 and Table 6 from run folders: report.png, report.md, report.csv, and a table here.
+
+    Example: cnnbench report outputs/multirun/2026-11-23_14-12-03_123456
+    """
+    from cnnbench.errors import CnnbenchError
+
+    try:
+        from rich.console import Console
+
+        from cnnbench.report import make_report, print_report
+
+        result = make_report(list(directories), out)
+        print_report(result, Console())
+    except CnnbenchError as exc:
+        _print_error(str(exc))
+        raise typer.Exit(exc.exit_code) from None
+
+
+@app.command()
+def models(
+    depths: Annotated[
+        str | None,
+        typer.Option(
+            help="Comma-separated depths, e.g. 20,32,44,56,110 (default: each family's usual depths)."
+        ),
+    ] = None,
+    model: Annotated[str | None, typer.Option("--model", help="Only this family.")] = None,
+    flops: Annotated[bool, typer.Option(help="Count FLOPs (slower for very deep nets).")] = True,
+) -> None:
+    """Parameters and FLOPs (one 32x32 image, forward) per model and depth, beside the papers' figures.
+
+    Example: cnnbench models --depths 20,32,44,56,110
+    """
+    from cnnbench.errors import CnnbenchError
+
+    try:
+        from rich.console import Console
+
+        from cnnbench.models.summary import model_table
+
+        wanted = [int(d) for d in depths.split(",")] if depths else None
+        Console().print(model_table(wanted, only=model, with_flops=flops))
+    except ValueError:
+        _print_error(f"--depths {depths!r} must be comma-separated integers, e.g. --depths 20,32,44,56.")
+        raise typer.Exit(2) from None
+    except CnnbenchError as exc:
+        _print_error(str(exc))
+        raise typer.Exit(exc.exit_code) from None
+
+
+def main() -> None:
+    # torchrun and `python -m cnnbench` enter here too.
+    app()
+
+
+if __name__ == "__main__":
+    main()

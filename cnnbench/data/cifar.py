@@ -1,0 +1,202 @@
+"""CIFAR-10 and CIFAR-100 from the official python-pickle folders.
+
+The folders are ``cifar-10-batches-py`` and ``cifar-100-python`` under the data root.
+
+Also home of the array checks shared with the SVHN reader: they raise ``ValueError(reason)`` and the
+readers turn that into a ``CnnbenchError`` naming the file and the fix.
+"""
+
+from __future__ import annotations
+
+import pickle
+import tarfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from cnnbench.data import ImageDataset
+from cnnbench.data.paths import corrupt_error, download_error, missing_error, resolve_root
+from cnnbench.errors import CnnbenchError
+
+
+@dataclass(frozen=True)
+class _CifarSpec:
+    name: str
+    title: str
+    folder: str
+    train_files: tuple[str, ...]
+    test_file: str
+    label_key: str
+    num_classes: int
+    url: str
+    md5: str  # of the .tar.gz archive; the extracted files are validated instead of hashed
+
+
+CIFAR10 = _CifarSpec(
+    name="cifar10",
+    title="CIFAR-10",
+    folder="cifar-10-batches-py",
+    train_files=tuple(f"data_batch_{i}" for i in range(1, 6)),
+    test_file="test_batch",
+    label_key="labels",
+    num_classes=10,
+    url="https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz",
+    md5="c58f30108f718f92721af3b95e74349a",
+)
+CIFAR100 = _CifarSpec(
+    name="cifar100",
+    title="CIFAR-100",
+    folder="cifar-100-python",
+    train_files=("train",),
+    test_file="test",
+    label_key="fine_labels",
+    num_classes=100,
+    url="https://www.cs.toronto.edu/~kriz/cifar-100-python.tar.gz",
+    md5="eb9058c3a382ffc7106e4002c42a8d85",
+)
+
+# What a pickled numpy array (Python 2 or 3, numpy 1 or 2) may refer to. Anything else is refused, so a
+# foreign or tampered file in the data folder cannot run code when it is unpickled.
+_ALLOWED_GLOBALS = frozenset(
+    {
+        ("numpy", "ndarray"),
+        ("numpy", "dtype"),
+        ("numpy.core.multiarray", "_reconstruct"),
+        ("numpy._core.multiarray", "_reconstruct"),
+        ("numpy.core.multiarray", "scalar"),
+        ("numpy._core.multiarray", "scalar"),
+        ("numpy.core.numeric", "_frombuffer"),
+        ("numpy._core.numeric", "_frombuffer"),
+        ("_codecs", "encode"),  # how Python 3 writes bytes at protocol 2
+    }
+)
+
+
+class _ArrayUnpickler(pickle.Unpickler):
+    def find_class(self, module: str, name: str) -> object:
+        if (module, name) not in _ALLOWED_GLOBALS:
+            raise pickle.UnpicklingError(f"it refers to {module}.{name}, which a CIFAR batch never contains")
+        return super().find_class(module, name)
+
+
+def load_cifar10(root: str | None = None, download: bool = False, **_ignored: object) -> ImageDataset:
+    """CIFAR-10: 50k train / 10k test images, 10 classes, from ``<root>/cifar-10-batches-py``."""
+    return _load(CIFAR10, root, download)
+
+
+def load_cifar100(root: str | None = None, download: bool = False, **_ignored: object) -> ImageDataset:
+    """CIFAR-100 (fine labels): 50k train / 10k test images, 100 classes, from ``<root>/cifar-100-python``."""
+    return _load(CIFAR100, root, download)
+
+
+def _load(spec: _CifarSpec, root: str | None, download: bool) -> ImageDataset:
+    base = resolve_root(root)
+    folder = base / spec.folder
+    if not folder.is_dir():
+        _fetch(spec, base, folder, download)
+    train = [_read_batch(spec, folder, name) for name in spec.train_files]
+    test_images, test_labels = _read_batch(spec, folder, spec.test_file)
+    return ImageDataset(
+        name=spec.name,
+        train_images=to_image_tensor(np.concatenate([images for images, _ in train])),
+        train_labels=to_label_tensor(np.concatenate([labels for _, labels in train])),
+        test_images=to_image_tensor(test_images),
+        test_labels=to_label_tensor(test_labels),
+        num_classes=spec.num_classes,
+    )
+
+
+def _fetch(spec: _CifarSpec, base: Path, folder: Path, download: bool) -> None:
+    if not download:
+        raise missing_error(spec.title, base, folder, spec.url)
+    # Imported here: torchvision.datasets is slow to import and only needed for a download.
+    from torchvision.datasets import utils as tv_utils
+
+    try:
+        tv_utils.download_and_extract_archive(spec.url, download_root=str(base), md5=spec.md5)
+    except (OSError, RuntimeError, tarfile.TarError) as exc:  # URLError is an OSError; md5 -> RuntimeError
+        raise download_error(spec.title, spec.url, folder, exc) from exc
+    if not folder.is_dir():
+        raise CnnbenchError(
+            f"Downloaded and extracted {spec.url} into {base}, but the folder {folder} did not appear. "
+            f"Delete the archive in {base} and retry, or extract it manually so that {folder} exists."
+        )
+
+
+def _read_batch(spec: _CifarSpec, folder: Path, file_name: str) -> tuple[np.ndarray, np.ndarray]:
+    """One pickle file -> (uint8 images (N, 3, 32, 32), int64 labels (N,)), validated."""
+    path = folder / file_name
+    if not path.is_file():
+        raise corrupt_error(spec.title, path, "it is missing from the folder", folder)
+    try:
+        with path.open("rb") as f:
+            batch = _ArrayUnpickler(f, encoding="bytes").load()
+    except Exception as exc:  # garbage input makes pickle raise nearly any exception type
+        reason = f"it cannot be unpickled ({type(exc).__name__}: {exc})"
+        raise corrupt_error(spec.title, path, reason, folder) from exc
+    try:
+        return _parse_batch(batch, spec)
+    except ValueError as exc:
+        raise corrupt_error(spec.title, path, str(exc), folder) from exc
+
+
+def _parse_batch(batch: object, spec: _CifarSpec) -> tuple[np.ndarray, np.ndarray]:
+    if not isinstance(batch, dict):
+        raise ValueError(f"it holds a {type(batch).__name__}, not the dict of a CIFAR batch")
+    # Python 2 pickles (the official files) have bytes keys; ones written by Python 3 have str keys.
+    entries = {key.decode("latin1") if isinstance(key, bytes) else key: value for key, value in batch.items()}
+    for key in ("data", spec.label_key):
+        if key not in entries:
+            raise ValueError(f"it has no '{key}' entry (keys: {sorted(map(str, entries))})")
+    data = as_uint8_pixels(entries["data"], "data")
+    if data.ndim != 2 or data.shape[1] != 3 * 32 * 32:
+        raise ValueError(f"'data' has shape {data.shape}, expected (N, 3072)")
+    labels = as_labels(entries[spec.label_key], len(data), spec.label_key, 0, spec.num_classes)
+    # Each row is the 1024 red, then green, then blue values of a 32x32 image in row-major order.
+    return data.reshape(-1, 3, 32, 32), labels
+
+
+def as_uint8_pixels(value: object, key: str) -> np.ndarray:
+    """``value`` as a uint8 array; ValueError unless it is a non-empty integer array with values 0..255."""
+    if not isinstance(value, np.ndarray):
+        raise ValueError(f"'{key}' is a {type(value).__name__}, not a numpy array")
+    if value.size == 0:
+        raise ValueError(f"'{key}' holds no images")
+    if value.dtype == np.uint8:
+        return value
+    if not np.issubdtype(value.dtype, np.integer):
+        raise ValueError(f"'{key}' has dtype {value.dtype}, expected uint8 pixel values")
+    if value.min() < 0 or value.max() > 255:
+        raise ValueError(f"'{key}' has values outside 0..255")
+    return value.astype(np.uint8)
+
+
+def as_labels(value: object, count: int, key: str, low: int, high: int) -> np.ndarray:
+    """``value`` as int64 labels; ValueError unless there are ``count`` integers in ``[low, high)``."""
+    try:
+        labels = np.asarray(value)
+    except ValueError as exc:  # ragged nested lists
+        raise ValueError(f"'{key}' is not a flat list of labels") from exc
+    if labels.ndim != 1:
+        raise ValueError(f"'{key}' has shape {labels.shape}, expected a flat list of labels")
+    if len(labels) != count:
+        raise ValueError(f"'{key}' has {len(labels)} labels for {count} images")
+    if not np.issubdtype(labels.dtype, np.integer):
+        raise ValueError(f"'{key}' has dtype {labels.dtype}, expected integer class labels")
+    if labels.min() < low or labels.max() >= high:
+        raise ValueError(
+            f"'{key}' has labels from {labels.min()} to {labels.max()}, expected {low}..{high - 1}"
+        )
+    return labels.astype(np.int64)
+
+
+def to_image_tensor(images: np.ndarray) -> torch.Tensor:
+    """uint8 (N, 3, 32, 32) array -> torch tensor that owns writable, contiguous memory."""
+    # Unpickled arrays can be read-only views of the file's bytes; torch warns on those.
+    return torch.from_numpy(np.require(images, dtype=np.uint8, requirements=["C", "W"]))
+
+
+def to_label_tensor(labels: np.ndarray) -> torch.Tensor:
+    return torch.from_numpy(np.require(labels, dtype=np.int64, requirements=["C", "W"]))

@@ -1,0 +1,88 @@
+"""SVHN cropped digits from the official ``.mat`` files in ``<root>/svhn``.
+
+Each file holds ``X`` uint8 (32, 32, 3, N) and ``y`` (N, 1) with labels 1..10, where 10 means digit 0.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from cnnbench.data import ImageDataset
+from cnnbench.data.cifar import as_labels, as_uint8_pixels, to_image_tensor, to_label_tensor
+from cnnbench.data.paths import corrupt_error, download_error, missing_error, resolve_root
+
+URL_BASE = "http://ufldl.stanford.edu/housenumbers/"
+# split -> (file name, md5 of the official file)
+FILES = {
+    "train": ("train_32x32.mat", "e26dedcc434d2e4c54c9b2d4a06d8373"),
+    "test": ("test_32x32.mat", "eb5a983be6a315427106f1b164d9cef3"),
+    "extra": ("extra_32x32.mat", "a93ce644f1a588dc4d68dda5feec44a7"),
+}
+
+
+def load_svhn(
+    root: str | None = None, download: bool = False, extra: bool = False, **_ignored: object
+) -> ImageDataset:
+    """SVHN: 73,257 train (+531,131 with ``extra=True``) / 26,032 test images, 10 classes."""
+    folder = resolve_root(root) / "svhn"
+    splits = ["train", "extra"] if extra else ["train"]
+    train = [_read_split(folder, split, download) for split in splits]
+    test_images, test_labels = _read_split(folder, "test", download)
+    return ImageDataset(
+        name="svhn",
+        train_images=to_image_tensor(np.concatenate([images for images, _ in train])),
+        train_labels=to_label_tensor(np.concatenate([labels for _, labels in train])),
+        test_images=to_image_tensor(test_images),
+        test_labels=to_label_tensor(test_labels),
+        num_classes=10,
+    )
+
+
+def _read_split(folder: Path, split: str, download: bool) -> tuple[np.ndarray, np.ndarray]:
+    file_name, md5 = FILES[split]
+    path = folder / file_name
+    if not path.is_file():
+        _fetch(folder.parent, path, md5, download)
+    # Imported here: scipy is only needed for SVHN and takes a while to import.
+    from scipy.io import loadmat
+
+    try:
+        mat = loadmat(str(path))
+    except Exception as exc:  # scipy raises many types (ValueError, MatReadError, TypeError...) on bad files
+        reason = f"it cannot be read as a MATLAB file ({type(exc).__name__}: {exc})"
+        raise corrupt_error("SVHN", path, reason, path) from exc
+    try:
+        return _parse_mat(mat)
+    except ValueError as exc:
+        raise corrupt_error("SVHN", path, str(exc), path) from exc
+
+
+def _fetch(root: Path, path: Path, md5: str, download: bool) -> None:
+    url = URL_BASE + path.name
+    if not download:
+        raise missing_error("SVHN", root, path, url)
+    # Imported here: torchvision.datasets is slow to import and only needed for a download.
+    from torchvision.datasets import utils as tv_utils
+
+    try:
+        tv_utils.download_url(url, str(path.parent), path.name, md5)
+    except (OSError, RuntimeError) as exc:  # URLError is an OSError; md5 mismatch -> RuntimeError
+        raise download_error("SVHN", url, path, exc) from exc
+
+
+def _parse_mat(mat: dict[str, object]) -> tuple[np.ndarray, np.ndarray]:
+    for key in ("X", "y"):
+        if key not in mat:
+            raise ValueError(f"it has no '{key}' variable")
+    x = as_uint8_pixels(mat["X"], "X")
+    if x.ndim != 4 or x.shape[:3] != (32, 32, 3):
+        raise ValueError(f"'X' has shape {x.shape}, expected (32, 32, 3, N)")
+    y = mat["y"]
+    if isinstance(y, np.ndarray):
+        y = y.reshape(-1)  # stored as a (N, 1) column
+    labels = as_labels(y, x.shape[3], "y", 1, 11)
+    labels[labels == 10] = 0  # SVHN writes digit 0 as class 10
+    # (H, W, C, N) -> (N, C, H, W)
+    return np.ascontiguousarray(x.transpose(3, 2, 0, 1)), labels

@@ -1,0 +1,74 @@
+"""Device, precision and compile choices, resolved once per run from the trainer config."""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Callable
+
+import torch
+
+from cnnbench.errors import CnnbenchError
+
+PRECISIONS = ("auto", "fp32", "bf16", "fp16")
+_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
+
+
+def resolve_device(name: str) -> torch.device:
+    """``auto`` -> CUDA when present, else CPU. ``cuda`` without a GPU is an error, never a fall-back."""
+    name = str(name)
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name.startswith("cuda"):
+        if not torch.cuda.is_available():
+            raise CnnbenchError(
+                f"trainer.device={name} but no CUDA GPU is visible to PyTorch (torch {torch.__version__}, "
+                f"built for CUDA {torch.version.cuda}). Run on the CPU with trainer.device=cpu (or auto), "
+                f"or check the GPU driver and CUDA_VISIBLE_DEVICES."
+            )
+        return torch.device(name)
+    if name == "cpu":
+        return torch.device("cpu")
+    raise CnnbenchError(f"trainer.device={name!r} is not a device; use auto, cpu, cuda or cuda:N.")
+
+
+def cpu_has_native_bf16() -> bool:
+    """AVX512-BF16 or AMX: bf16 matmuls/convs run natively on this CPU (oneDNN)."""
+    try:
+        return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    except (AttributeError, RuntimeError):
+        return False
+
+
+def resolve_precision(name: str, device: torch.device) -> str:
+    """``auto`` -> bf16 autocast on CUDA GPUs with bf16, fp32 elsewhere (see docs/performance.md)."""
+    name = str(name)
+    if name not in PRECISIONS:
+        raise CnnbenchError(
+            f"trainer.precision={name!r} is not a precision; use one of {', '.join(PRECISIONS)}."
+        )
+    if name == "auto":
+        if device.type == "cuda" and torch.cuda.is_bf16_supported():
+            return "bf16"
+        return "fp32"
+    if name == "bf16" and device.type == "cuda" and not torch.cuda.is_bf16_supported():
+        raise CnnbenchError(
+            "trainer.precision=bf16 but this GPU has no bf16 support; use trainer.precision=fp16 or fp32."
+        )
+    return name
+
+
+def autocast(device: torch.device, precision: str) -> Callable[[], contextlib.AbstractContextManager]:
+    """A factory of autocast contexts for the forward pass (a no-op for fp32)."""
+    if precision == "fp32":
+        return contextlib.nullcontext
+    dtype = _DTYPES[precision]
+    return lambda: torch.autocast(device_type=device.type, dtype=dtype)
+
+
+def resolve_compile(flag: object, device: torch.device) -> bool:
+    """``auto`` -> compile on CUDA, not on the CPU (where it does not pay off for these nets)."""
+    if flag == "auto":
+        return device.type == "cuda"
+    if isinstance(flag, bool):
+        return flag
+    raise CnnbenchError(f"trainer.compile={flag!r} must be auto, true or false.")

@@ -1,0 +1,53 @@
+"""Logging set-up shared by Hydra runs (conf/hydra/job_logging/cnnbench.yaml) and `cnnbench resume`."""
+
+from __future__ import annotations
+
+import logging
+import logging.config
+import sys
+from pathlib import Path
+
+PLAIN_FORMAT = "[%(asctime)s][%(name)s][%(levelname)s] - %(message)s"
+
+
+def is_interactive() -> bool:
+    """A terminal a person watches (rich progress bar), rather than a CI or SLURM log file."""
+    return sys.stdout.isatty()
+
+
+class ConsoleHandler(logging.Handler):
+    """Rich log lines on a terminal (they print above the progress bar), plain lines elsewhere."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        if is_interactive():
+            from rich.logging import RichHandler
+
+            self._inner: logging.Handler = RichHandler(show_path=False, log_time_format="[%X]")
+        else:
+            self._inner = logging.StreamHandler(sys.stdout)
+            self._inner.setFormatter(logging.Formatter(PLAIN_FORMAT))
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self._inner.emit(record)
+
+
+def setup_logging(run_dir: Path) -> None:
+    """The same handlers as a Hydra run, appending to the run folder's train.log (used on resume)."""
+    logging.config.dictConfig(
+        {
+            "version": 1,
+            "formatters": {"simple": {"format": PLAIN_FORMAT}},
+            "handlers": {
+                "console": {"class": "cnnbench.logs.ConsoleHandler"},
+                "file": {
+                    "class": "logging.FileHandler",
+                    "formatter": "simple",
+                    "filename": str(run_dir / "train.log"),
+                    "mode": "a",
+                },
+            },
+            "root": {"level": "INFO", "handlers": ["console", "file"]},
+            "disable_existing_loggers": False,
+        }
+    )

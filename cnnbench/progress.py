@@ -1,0 +1,68 @@
+"""Progress on the console: a rich bar on a terminal, plain periodic log lines elsewhere."""
+
+from __future__ import annotations
+
+import logging
+import time
+
+from cnnbench.logs import is_interactive
+
+log = logging.getLogger("cnnbench")
+
+
+def format_stats(iteration: int, max_iters: int, stats: dict[str, float]) -> str:
+    parts = [f"iter {iteration}/{max_iters}"]
+    for key, fmt in (
+        ("loss/train", "loss {:.4f}"),
+        ("error/train", "err {:.2%}"),
+        ("error/test", "test err {:.2%}"),
+        ("lr", "lr {:.3g}"),
+        ("img_per_s", "{:.0f} img/s"),
+    ):
+        if key in stats:
+            parts.append(fmt.format(stats[key]))
+    return " | ".join(parts)
+
+
+class Progress:
+    def __init__(self, start: int, max_iters: int, description: str) -> None:
+        self.max_iters = max_iters
+        self.bar = None
+        self.started = time.perf_counter()
+        self.start_iter = start
+        if is_interactive():
+            from rich.progress import BarColumn, MofNCompleteColumn, TextColumn, TimeRemainingColumn
+            from rich.progress import Progress as RichProgress
+
+            self.bar = RichProgress(
+                TextColumn("[bold]{task.description}"),
+                BarColumn(),
+                MofNCompleteColumn(),
+                TextColumn("{task.fields[stats]}"),
+                TimeRemainingColumn(),
+            )
+            self.task = self.bar.add_task(description, total=max_iters, completed=start, stats="")
+            self.bar.start()
+
+    def advance(self, iteration: int) -> None:
+        if self.bar is not None:
+            self.bar.update(self.task, completed=iteration)
+
+    def report(self, iteration: int, stats: dict[str, float]) -> None:
+        if self.bar is not None:
+            self.bar.update(
+                self.task, completed=iteration, stats=format_stats(iteration, self.max_iters, stats)
+            )
+        else:
+            log.info("%s | ETA %s", format_stats(iteration, self.max_iters, stats), self._eta(iteration))
+
+    def _eta(self, iteration: int) -> str:
+        done = iteration - self.start_iter
+        if done <= 0:
+            return "?"
+        seconds = (time.perf_counter() - self.started) / done * (self.max_iters - iteration)
+        return time.strftime("%H:%M:%S", time.gmtime(seconds))
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.stop()

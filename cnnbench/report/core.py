@@ -1,0 +1,115 @@
+"""make_report: run folders -> report.png, report.md, report.csv (+ a terminal table)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from cnnbench.errors import CnnbenchError
+from cnnbench.report.runs import Run, find_run_dirs, load_run
+from cnnbench.report.summary import Row, build_rows, duplicate_seed_warnings
+
+
+@dataclass
+class ReportResult:
+    """What ``make_report`` read and wrote."""
+
+    out: Path
+    png: Path
+    md: Path
+    csv: Path
+    rows: list[Row]  # one per (configuration, status), in Figure 6 order
+    runs: list[Run]
+    warnings: list[str] = field(default_factory=list)
+
+    @property
+    def table(self):
+        """The report as a ``rich.table.Table``."""
+        from cnnbench.report.tables import rich_table
+
+        return rich_table(self.rows)
+
+
+def _default_out(paths: Sequence[Path]) -> Path:
+    if len(paths) == 1:
+        only = Path(paths[0])
+        return only.parent if only.is_file() else only
+    return Path("report")
+
+
+def _load_runs(run_dirs: list[Path]) -> tuple[list[Run], list[str]]:
+    runs, warnings = [], []
+    for run_dir in run_dirs:
+        try:
+            runs.append(load_run(run_dir))
+        except ValueError as exc:
+            # A job may be rewriting its metrics.json right now: skip it, say so, keep the rest.
+            warnings.append(f"Skipped {run_dir}: {exc}.")
+    return runs, warnings
+
+
+def _prepare_out(out: Path) -> None:
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except (FileExistsError, NotADirectoryError) as exc:
+        raise CnnbenchError(
+            f"Cannot write the report into {out}: it is a file, not a folder. Pass --out with a folder."
+        ) from exc
+    except OSError as exc:
+        raise CnnbenchError(
+            f"Cannot create the report folder {out} ({exc.strerror}). Pass --out with a writable folder."
+        ) from exc
+
+
+def make_report(paths: list[Path], out: Path | None = None) -> ReportResult:
+    """Read every run folder under ``paths`` and write ``report.png``, ``report.md`` and ``report.csv``.
+
+    A run folder is a directory holding ``metrics.json``; folders are found recursively, so ``paths``
+    may be run folders, Hydra sweep folders or folders holding several sweeps. Runs that differ only by
+    seed and trainer/device settings form one configuration (data, augment, model, depth, optimizer and
+    schedule must match, and so must ``trainer.max_iters`` and ``trainer.batch_size``: a different budget
+    is a different experiment). Each configuration gets one row per status, so unfinished, diverged or
+    failed seeds are shown but never averaged with completed ones.
+
+    ``out``: where the three files go, created if missing. Default: the given folder when exactly one
+    path is given, else ``./report``.
+
+    Raises ``CnnbenchError`` when no run folder is found or ``out`` cannot be written.
+    """
+    from cnnbench.report.plot import plot_report
+    from cnnbench.report.tables import markdown, write_csv
+
+    paths = [Path(p) for p in paths]
+    runs, warnings = _load_runs(find_run_dirs(paths))
+    if not runs:
+        raise CnnbenchError(
+            f"No readable runs under {', '.join(map(str, paths))}: "
+            + " ".join(warnings)
+            + " Check that the trainer finished writing metrics.json (valid JSON) and run the report again."
+        )
+    rows = build_rows(runs)
+    warnings += duplicate_seed_warnings(rows)
+    out = Path(out) if out is not None else _default_out(paths)
+    _prepare_out(out)
+    png, md, csv_path = out / "report.png", out / "report.md", out / "report.csv"
+    try:
+        plot_report(rows, png, warnings)
+        md.write_text(markdown(rows, paths, png.name, warnings), encoding="utf-8")
+        write_csv(rows, csv_path)
+    except PermissionError as exc:
+        raise CnnbenchError(
+            f"Cannot write the report into {out} ({exc.strerror}). Pass --out with a writable folder."
+        ) from exc
+    return ReportResult(out=out, png=png, md=md, csv=csv_path, rows=rows, runs=runs, warnings=warnings)
+
+
+def print_report(result: ReportResult, console=None) -> None:
+    """Print the table, the files written and any warnings on a ``rich.console.Console``."""
+    from rich.console import Console
+
+    console = console or Console()
+    console.print(result.table)
+    for warning in result.warnings:
+        console.print(f"[yellow]warning:[/yellow] {warning}", highlight=False)
+    console.print(f"Wrote {result.png}, {result.md} and {result.csv}.", highlight=False)

@@ -1,0 +1,204 @@
+"""Finding run folders and reading what the trainer wrote into them (metrics.json, config, TensorBoard)."""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from cnnbench.errors import CnnbenchError
+
+STATUSES = ("completed", "running", "interrupted", "diverged", "failed")
+
+# Config sections that define the experiment. Everything else (trainer, device, seed, hydra, logging)
+# may differ between runs that are still seeds of one configuration.
+_DESIGN_SECTIONS = ("data", "augment", "optimizer", "schedule")
+# Except the training budget: a 2k-iteration smoke run must not be averaged with a 64k-iteration one.
+_DESIGN_TRAINER_KEYS = ("max_iters", "batch_size")
+# Where the data lives or how it is fetched does not change the experiment.
+_IGNORED_DESIGN_KEYS = {"data.root", "data.download", "data.num_workers"}
+# Options a family accepts but does not use (plain nets take `shortcut` only so sweeps over
+# model=plain,resnet can set it); grouping on them would split identical configurations.
+_UNUSED_OPTIONS = {"plain": {"shortcut"}}
+
+
+@dataclass
+class Curve:
+    steps: np.ndarray  # iterations
+    values: np.ndarray
+
+
+@dataclass
+class Run:
+    """One run folder: what metrics.json and .hydra/config.yaml say about it."""
+
+    path: Path
+    status: str
+    model: str
+    depth: int | None
+    data: str
+    augment: str | None  # None: unknown (no config)
+    options: dict[str, Any]  # model options other than the name
+    design: dict[str, Any]  # flattened experiment settings other than model/depth (optimizer.lr, ...)
+    seed: int | None
+    params: int | None
+    iteration: int | None
+    max_iters: int | None
+    train_error: float | None  # fractions, as the trainer writes them
+    test_error: float | None
+    best_test_error: float | None
+    message: str | None
+    has_config: bool
+    config: dict[str, Any] = field(default_factory=dict)
+
+    def primary_key(self) -> str:
+        """What a configuration is named by: data, augmentation, model, options, depth."""
+        return json.dumps(
+            [self.data, self.augment, self.model, self.options, self.depth], sort_keys=True, default=str
+        )
+
+    def key(self) -> str:
+        """Runs with the same key differ only by seed (and trainer/device settings)."""
+        return json.dumps([self.primary_key(), self.design], sort_keys=True, default=str)
+
+
+def find_run_dirs(paths: Iterable[Path]) -> list[Path]:
+    """Folders holding a metrics.json, found recursively under ``paths`` (a path may be the file itself)."""
+    paths = [Path(p) for p in paths]
+    missing = [str(p) for p in paths if not p.exists()]
+    if missing:
+        raise CnnbenchError(
+            f"{', '.join(missing)}: no such file or folder. Give `cnnbench report` a run folder, a sweep "
+            f"folder (e.g. outputs/multirun/<stamp>) or a folder holding several of them."
+        )
+    found: set[Path] = set()
+    for path in paths:
+        if path.is_file():
+            found.update([path.parent] if path.name == "metrics.json" else [])
+        else:
+            found.update(p.parent for p in path.rglob("metrics.json") if p.is_file())
+    if not found:
+        raise CnnbenchError(
+            f"No runs found under {', '.join(str(p) for p in paths)}. A run folder is a directory holding "
+            f"the metrics.json that `cnnbench train` writes (next to .hydra/ and the TensorBoard files); "
+            f"pass a run folder, a sweep folder such as outputs/multirun/<stamp>, or a folder above them."
+        )
+    return sorted(found)
+
+
+def flatten(config: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
+    """``{"a": {"b": 1}}`` -> ``{"a.b": 1}``; lists stay values."""
+    flat: dict[str, Any] = {}
+    for key, value in config.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, Mapping):
+            flat.update(flatten(value, f"{name}."))
+        else:
+            flat[name] = value
+    return flat
+
+
+def _read_config(run_dir: Path) -> dict[str, Any] | None:
+    path = run_dir / ".hydra" / "config.yaml"
+    if not path.is_file():
+        return None
+    from omegaconf import OmegaConf
+
+    try:
+        # resolve=False: interpolations such as ${hydra:...} cannot be resolved outside the Hydra job.
+        loaded = OmegaConf.to_container(OmegaConf.load(path), resolve=False)
+    except Exception as exc:  # YAML and OmegaConf errors have no common base class
+        raise ValueError(f"{path} is unreadable ({exc})") from exc
+    return loaded if isinstance(loaded, dict) else None
+
+
+def _fraction(value: Any) -> float | None:
+    """A finite number, else None (null before the first evaluation, NaN after a divergence)."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return None
+    return float(value) if math.isfinite(value) else None
+
+
+def _int(value: Any) -> int | None:
+    return int(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else None
+
+
+def _section_name(section: Any) -> str | None:
+    if isinstance(section, Mapping):
+        section = section.get("name")
+    return None if section is None else str(section)
+
+
+def load_run(run_dir: Path) -> Run:
+    """Read one run folder; an unreadable metrics.json or config raises ValueError (the caller warns and
+    skips the run)."""
+    try:
+        metrics = json.loads((run_dir / "metrics.json").read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise ValueError(f"{run_dir / 'metrics.json'} is unreadable ({exc})") from exc
+    if not isinstance(metrics, dict):
+        raise ValueError(f"{run_dir / 'metrics.json'} is not a JSON object")
+    config = _read_config(run_dir)
+    cfg = config or {}
+    model_section = cfg.get("model")
+    model = _section_name(model_section) or str(metrics.get("model") or "unknown")
+    options = (
+        {k: v for k, v in model_section.items() if k != "name"} if isinstance(model_section, dict) else {}
+    )
+    for unused in _UNUSED_OPTIONS.get(model, ()):
+        options.pop(unused, None)
+    trainer = cfg.get("trainer") if isinstance(cfg.get("trainer"), dict) else {}
+    design = {
+        k: v
+        for k, v in flatten({s: cfg[s] for s in _DESIGN_SECTIONS if s in cfg}).items()
+        if k not in _IGNORED_DESIGN_KEYS
+    }
+    design.update({f"trainer.{k}": trainer[k] for k in _DESIGN_TRAINER_KEYS if k in trainer})
+    seed = cfg.get("seed", metrics.get("seed"))
+    max_iters = metrics.get("max_iters")
+    return Run(
+        path=run_dir,
+        status=str(metrics.get("status") or "unknown"),
+        model=model,
+        depth=_int(cfg.get("depth", metrics.get("depth"))),
+        data=_section_name(cfg.get("data")) or str(metrics.get("data") or "unknown"),
+        augment=_section_name(cfg.get("augment")),
+        options=options,
+        design=design,
+        seed=_int(seed),
+        params=_int(metrics.get("params")),
+        iteration=_int(metrics.get("iteration")),
+        max_iters=_int(max_iters if max_iters is not None else trainer.get("max_iters")),
+        train_error=_fraction(metrics.get("train_error")),
+        test_error=_fraction(metrics.get("test_error")),
+        best_test_error=_fraction(metrics.get("best_test_error")),
+        message=str(metrics["message"]) if metrics.get("message") else None,
+        has_config=config is not None,
+        config=cfg,
+    )
+
+
+def read_curves(run_dir: Path, tags: Iterable[str] = ("error/train", "error/test")) -> dict[str, Curve]:
+    """The TensorBoard scalars of a run folder (all points), keyed by tag; missing tags are left out."""
+    if not any(run_dir.glob("events.out.tfevents.*")):
+        return {}
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    # scalars=0 keeps every point (the default samples 10k); a resumed run's restart is purged by step.
+    acc = EventAccumulator(str(run_dir), size_guidance={"scalars": 0})
+    acc.Reload()
+    available = set(acc.Tags().get("scalars", []))
+    curves = {}
+    for tag in tags:
+        if tag in available:
+            events = acc.Scalars(tag)
+            steps = np.array([e.step for e in events], dtype=np.int64)
+            values = np.array([e.value for e in events], dtype=np.float64)
+            order = np.argsort(steps, kind="stable")
+            curves[tag] = Curve(steps[order], values[order])
+    return curves

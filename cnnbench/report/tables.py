@@ -1,0 +1,269 @@
+"""The report table as CSV (numbers), Markdown (report.md) and a rich Table (terminal)."""
+
+from __future__ import annotations
+
+import csv
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from cnnbench.report.reference import family_note
+from cnnbench.report.summary import Row, status_counts
+
+CSV_COLUMNS = (
+    "data",
+    "augment",
+    "model",
+    "depth",
+    "options",
+    "status",
+    "config_status",
+    "n_seeds",
+    "seeds",
+    "params",
+    "iteration",
+    "max_iters",
+    "train_error_pct",
+    "train_error_pct_std",
+    "test_error_pct",
+    "test_error_pct_std",
+    "best_test_error_pct",
+    "paper_test_error_pct",
+    "paper_test_error_mean_pct",
+    "diff_pct",
+    "paper_params_m",
+    "paper_method",
+    "paper_source",
+    "message",
+    "runs",
+)
+
+
+def _num(value: float | None, digits: int = 4) -> str | float:
+    return "" if value is None else round(value, digits)
+
+
+def csv_record(row: Row) -> dict[str, Any]:
+    paper = row.paper or {}
+    return {
+        "data": row.data,
+        "augment": row.augment or "",
+        "model": row.model,
+        "depth": "" if row.depth is None else row.depth,
+        "options": row.options_text,
+        "status": row.status,
+        "config_status": row.config_status,
+        "n_seeds": len(row.runs),
+        "seeds": " ".join("?" if s is None else str(s) for s in row.seeds),
+        "params": "" if row.params is None else row.params,
+        "iteration": "" if row.iteration is None else row.iteration,
+        "max_iters": "" if row.max_iters is None else row.max_iters,
+        "train_error_pct": _num(row.train_error.mean),
+        "train_error_pct_std": _num(row.train_error.std),
+        "test_error_pct": _num(row.test_error.mean),
+        "test_error_pct_std": _num(row.test_error.std),
+        "best_test_error_pct": _num(row.best_test_error),
+        "paper_test_error_pct": paper.get("test_error", ""),
+        "paper_test_error_mean_pct": paper.get("test_error_mean") or "",
+        "diff_pct": _num(row.diff),
+        "paper_params_m": paper.get("params_m") or "",
+        "paper_method": paper.get("method", ""),
+        "paper_source": paper.get("citation", ""),
+        "message": " | ".join(row.messages),
+        "runs": ";".join(str(r.path) for r in row.runs),
+    }
+
+
+def write_csv(rows: Sequence[Row], path: Path) -> Path:
+    with path.open("w", newline="", encoding="utf-8") as f:
+        writer = csv.DictWriter(f, fieldnames=CSV_COLUMNS)
+        writer.writeheader()
+        writer.writerows(csv_record(r) for r in rows)
+    return path
+
+
+# ---- human-readable cells (Markdown and terminal) ------------------------------------------------------
+
+
+def _pct(value: float | None) -> str:
+    return "—" if value is None else f"{value:.2f}"
+
+
+def _params(value: float | None, millions: bool = False) -> str:
+    if value is None:
+        return "—"
+    return f"{value:g}M" if millions else f"{value / 1e6:.2f}M"
+
+
+def _iterations(row: Row) -> str:
+    if row.iteration is None:
+        return "—"
+    if row.status == "completed" or row.max_iters is None:
+        return f"{row.iteration:,}"
+    return f"{row.iteration:,} / {row.max_iters:,}"
+
+
+def _paper(row: Row) -> str:
+    if row.paper is None:
+        return "—"
+    text = _pct(row.paper["test_error"])
+    if row.paper.get("test_error_mean") is not None:
+        std = row.paper.get("test_error_std")
+        text += f" ({row.paper['test_error_mean']:.2f}" + (f" ± {std:.2f})" if std is not None else ")")
+    return text
+
+
+def _status(row: Row) -> str:
+    """The row's status, plus the configuration's other runs: "completed (also 1 diverged)"."""
+    others = [r for r in row.all_runs if r.status != row.status]
+    return f"{row.status} (also {status_counts(others)})" if others else row.status
+
+
+def display_columns(rows: Sequence[Row]) -> list[str]:
+    """Data and augmentation get columns only when they vary (else they are said once above the table)."""
+    columns = []
+    if len({r.data for r in rows}) > 1:
+        columns.append("data")
+    if len({r.augment for r in rows}) > 1:
+        columns.append("augment")
+    return columns + [
+        "model",
+        "depth",
+        "options",
+        "params",
+        "seeds",
+        "iterations",
+        "train error %",
+        "test error %",
+        "best test %",
+        "status",
+        "paper test %",
+        "Δ vs paper",
+        "paper params",
+    ]
+
+
+def display_cells(row: Row) -> dict[str, str]:
+    return {
+        "data": row.data,
+        "augment": row.augment or "?",
+        "model": row.model,
+        "depth": "—" if row.depth is None else str(row.depth),
+        "options": row.options_text or "—",
+        "params": _params(row.params),
+        "seeds": str(len(row.runs)),
+        "iterations": _iterations(row),
+        "train error %": row.train_error.text(),
+        "test error %": row.test_error.text(),
+        "best test %": _pct(row.best_test_error),
+        "status": _status(row),
+        "paper test %": _paper(row),
+        "Δ vs paper": "—" if row.diff is None else f"{row.diff:+.2f}",
+        "paper params": _params((row.paper or {}).get("params_m"), millions=True),
+    }
+
+
+def common_setting(rows: Sequence[Row]) -> str:
+    """E.g. "Data: cifar10, augmentation: standard." when all rows share them."""
+    parts = []
+    if len({r.data for r in rows}) == 1:
+        parts.append(f"data: {rows[0].data}")
+    if len({r.augment for r in rows}) == 1:
+        parts.append(f"augmentation: {rows[0].augment or 'unknown'}")
+    return (", ".join(parts).capitalize() + ".") if parts else ""
+
+
+def notes(rows: Sequence[Row], warnings: Sequence[str] = ()) -> list[str]:
+    """The footnotes: how to read the numbers, missing paper numbers, sources, failures, warnings."""
+    out = [
+        "Errors are each run's last evaluation, in percent; mean ± sample standard deviation over seeds "
+        "(std from two seeds up). Runs that did not complete have their own rows, by status, and are never "
+        "averaged with completed ones.",
+        "best test %: the lowest test error any seed reached at an evaluation (picked on the test set, so "
+        "optimistic).",
+    ]
+    if any(r.paper for r in rows):
+        out.append(
+            "Δ vs paper: measured mean minus the paper's number, in percentage points, for completed runs; "
+            "where the paper gives a mean over runs next to its best (ResNet-110: 6.43, mean 6.61 ± 0.16 "
+            "over 5 runs) the mean is used."
+        )
+    for model in sorted({r.model for r in rows}):
+        note = family_note(model)
+        if note:
+            out.append(f"{model}: {' '.join(note.split())}")
+    for key, citation in sorted({(r.paper["source"], r.paper["citation"]) for r in rows if r.paper}):
+        out.append(f"Source [{key}]: {citation}")
+    for row in rows:
+        if row.paper and row.paper.get("note"):
+            out.append(f"{row.name}: paper number {row.paper['note']}.")
+        out += [f"{row.name} [{row.status}] {m}" for m in row.messages]
+    if any(not run.has_config for r in rows for run in r.runs):
+        out.append(
+            "Some runs have no .hydra/config.yaml: they are grouped by metrics.json alone (model, depth, "
+            "data, seed) and, their augmentation being unknown, get no paper comparison."
+        )
+    return out + list(warnings)
+
+
+def _md_cell(text: str) -> str:
+    return text.replace("|", "\\|").replace("\n", " ")
+
+
+def _plural(n: int, word: str) -> str:
+    return f"{n} {word}" if n == 1 else f"{n} {word}s"
+
+
+def markdown(rows: Sequence[Row], sources: Sequence[Path], image: str, warnings: Sequence[str] = ()) -> str:
+    n_runs = sum(len(r.runs) for r in rows)
+    n_configs = len({(r.name, r.data, r.augment) for r in rows})
+    columns = display_columns(rows)
+    lines = [
+        "# cnnbench report",
+        "",
+        f"{_plural(n_runs, 'run')} in {_plural(n_configs, 'configuration')}, read from "
+        + ", ".join(f"`{p}`" for p in sources)
+        + ". "
+        + common_setting(rows),
+        "",
+        f"![Training (dashed) and test (solid) error per iteration]({image})",
+        "",
+        "| " + " | ".join(columns) + " |",
+        "|" + "|".join("---" for _ in columns) + "|",
+    ]
+    for row in rows:
+        cells = display_cells(row)
+        lines.append("| " + " | ".join(_md_cell(cells[c]) for c in columns) + " |")
+    lines += ["", "## Notes", ""] + [f"- {_md_cell(n)}" for n in notes(rows, warnings)]
+    return "\n".join(lines) + "\n"
+
+
+def rich_table(rows: Sequence[Row], title: str = "cnnbench report"):
+    """The table for the terminal (a ``rich.table.Table``)."""
+    from rich.table import Table
+
+    columns = display_columns(rows)
+    table = Table(title=title, caption=common_setting(rows) or None)
+    numeric = {
+        "depth",
+        "params",
+        "seeds",
+        "iterations",
+        "train error %",
+        "test error %",
+        "best test %",
+        "paper test %",
+        "Δ vs paper",
+        "paper params",
+    }
+    for column in columns:
+        table.add_column(column, justify="right" if column in numeric else "left")
+    for row in rows:
+        cells = display_cells(row)
+        style = (
+            None
+            if row.status == "completed"
+            else ("red" if row.status in ("diverged", "failed") else "yellow")
+        )
+        table.add_row(*(cells[c] for c in columns), style=style)
+    return table

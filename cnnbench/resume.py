@@ -1,0 +1,130 @@
+"""`cnnbench resume DIR`: continue a run folder, or every unfinished job of a multirun folder.
+
+A single run continues in-process from its saved ``.hydra/config.yaml`` and ``checkpoint.pt``.
+A sweep is launched again through Hydra with its original overrides and launcher, into the same
+folder, with ``CNNBENCH_RESUME`` set for the jobs: each job then skips itself if completed (or
+diverged: resuming would reproduce the divergence exactly), continues from its checkpoint, or starts
+if it never ran. ``hydra.output_subdir=null`` keeps Hydra from rewriting the jobs' saved configs.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any
+
+from omegaconf import DictConfig, OmegaConf
+
+from cnnbench.checkpoint import CHECKPOINT_NAME
+from cnnbench.errors import CnnbenchError
+from cnnbench.runfiles import read_metrics
+
+log = logging.getLogger("cnnbench")
+
+SKIP_STATUSES = ("completed", "diverged")
+
+
+def saved_config(run_dir: Path) -> DictConfig:
+    path = run_dir / ".hydra" / "config.yaml"
+    if not path.is_file():
+        raise CnnbenchError(
+            f"{run_dir} has no saved config (.hydra/config.yaml), so it is not a cnnbench run folder. "
+            f"Point `cnnbench resume` at a folder written by `cnnbench train`."
+        )
+    try:
+        cfg = OmegaConf.load(path)
+    except Exception as exc:
+        raise CnnbenchError(
+            f"The saved config {path} cannot be read ({str(exc).splitlines()[0][:200]}). Nothing was "
+            f"changed; restore the file, or start a new run with `cnnbench train`."
+        ) from None
+    if not isinstance(cfg, DictConfig):
+        raise CnnbenchError(f"The saved config {path} is not a mapping; nothing was changed.")
+    OmegaConf.set_struct(cfg, True)
+    return cfg
+
+
+def resume_run(run_dir: Path) -> int:
+    """Continue one run folder in place; returns the exit code."""
+    from cnnbench.logs import setup_logging
+    from cnnbench.train import run
+
+    metrics = read_metrics(run_dir) or {}
+    if metrics.get("status") == "completed":
+        print(
+            f"{run_dir} is already completed ({metrics.get('iteration')}/{metrics.get('max_iters')} "
+            f"iterations); nothing to resume, nothing changed."
+        )
+        return 0
+    cfg = saved_config(run_dir)
+    if not (run_dir / CHECKPOINT_NAME).is_file():
+        raise CnnbenchError(
+            f"{run_dir} has no checkpoint.pt (the run stopped before its first checkpoint at "
+            f"trainer.ckpt_every iterations), so there is nothing to continue. Start it again with "
+            f"`cnnbench train` and the overrides in {run_dir / '.hydra' / 'overrides.yaml'}."
+        )
+    setup_logging(run_dir)
+    run(cfg, run_dir, resume=True)
+    return 0
+
+
+def resume_sweep_job(composed: DictConfig, run_dir: Path) -> dict[str, Any] | None:
+    """One job of a resumed sweep (runs inside the Hydra job, whatever the launcher)."""
+    from cnnbench.train import run
+
+    metrics = read_metrics(run_dir) or {}
+    status = metrics.get("status")
+    if status in SKIP_STATUSES:
+        log.info("%s: already %s, skipped.", run_dir.name, status)
+        return metrics
+    if (run_dir / CHECKPOINT_NAME).is_file():
+        log.info("%s: resuming from its checkpoint (%s).", run_dir.name, status)
+        return run(saved_config(run_dir), run_dir, resume=True)
+    log.info("%s: no checkpoint yet, starting it.", run_dir.name)
+    _save_hydra_record(composed, run_dir)
+    return run(composed, run_dir, resume=False, restart=True)
+
+
+def _save_hydra_record(cfg: DictConfig, run_dir: Path) -> None:
+    """What Hydra would have written into .hydra/ had output_subdir not been switched off."""
+    from hydra.core.hydra_config import HydraConfig
+
+    hydra_dir = run_dir / ".hydra"
+    hydra_dir.mkdir(parents=True, exist_ok=True)
+    hydra_cfg = HydraConfig.get()
+    OmegaConf.save(cfg, hydra_dir / "config.yaml")
+    OmegaConf.save(OmegaConf.create({"hydra": hydra_cfg}), hydra_dir / "hydra.yaml")
+    OmegaConf.save(hydra_cfg.overrides.task, hydra_dir / "overrides.yaml")
+
+
+def sweep_jobs(sweep_dir: Path) -> list[Path]:
+    return sorted(p.parent.parent for p in sweep_dir.glob("*/.hydra/config.yaml"))
+
+
+def resume_sweep(sweep_dir: Path) -> list[str]:
+    """Hydra arguments that launch the sweep again into ``sweep_dir`` in resume mode.
+
+    Prints which jobs are done and which will be resumed.
+    """
+    record = OmegaConf.load(sweep_dir / "multirun.yaml")
+    jobs = sweep_jobs(sweep_dir)
+    done = [j for j in jobs if (read_metrics(j) or {}).get("status") in SKIP_STATUSES]
+    print(
+        f"{sweep_dir}: {len(jobs)} job folders, {len(done)} finished "
+        f"({', '.join(j.name + ': ' + str(read_metrics(j)['status']) for j in done) or 'none'})."
+    )
+    pending = [j.name for j in jobs if j not in done]
+    print(f"Resuming: {', '.join(pending) or 'no started job'}; jobs that never started are started.")
+    hydra_overrides = [
+        o
+        for o in record.hydra.overrides.hydra
+        if not o.startswith(("hydra.sweep.dir=", "hydra.output_subdir=", "+hydra.job.env_set"))
+    ]
+    return [
+        "--multirun",
+        *hydra_overrides,
+        f"hydra.sweep.dir={sweep_dir.resolve()}",
+        "hydra.output_subdir=null",
+        "+hydra.job.env_set.CNNBENCH_RESUME=1",
+        *record.hydra.overrides.task,
+    ]

@@ -1,0 +1,78 @@
+"""The run folder's small files: metrics.json (the run's state for people and tools) and env.json."""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import socket
+import subprocess
+import sys
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+METRICS_NAME = "metrics.json"
+ENV_NAME = "env.json"
+STATUSES = ("running", "completed", "interrupted", "diverged", "failed")
+
+
+def write_json_atomic(path: Path, data: dict[str, Any]) -> None:
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        tmp.write_text(json.dumps(data, indent=2, sort_keys=False) + "\n")
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def read_metrics(run_dir: Path) -> dict[str, Any] | None:
+    path = run_dir / METRICS_NAME
+    try:
+        return json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError):
+        return None
+
+
+def _git_commit() -> str | None:
+    source = Path(__file__).resolve().parent
+    try:
+        out = subprocess.run(
+            ["git", "-C", str(source), "describe", "--always", "--dirty", "--abbrev=40"],
+            capture_output=True,
+            text=True,
+            timeout=5,
+        )
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return out.stdout.strip() or None if out.returncode == 0 else None
+
+
+def environment(device: Any, precision: str, compiled: bool, synthetic: bool) -> dict[str, Any]:
+    """What a reader needs to trust or reproduce a result."""
+    import torch
+    import torchvision
+
+    import cnnbench
+
+    cuda = torch.cuda.is_available() and device.type == "cuda"
+    return {
+        "cnnbench_version": cnnbench.__version__,
+        "git_commit": _git_commit(),
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "torchvision": torchvision.__version__,
+        "cuda": torch.version.cuda,
+        "cudnn": torch.backends.cudnn.version() if cuda else None,
+        "device": str(device),
+        "device_name": torch.cuda.get_device_name(device)
+        if cuda
+        else platform.processor() or platform.machine(),
+        "cpu_threads": torch.get_num_threads(),
+        "precision": precision,
+        "compile": compiled,
+        "synthetic_data": synthetic,
+        "command": sys.argv,
+        "start_time": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "host": socket.gethostname(),
+    }

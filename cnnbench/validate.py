@@ -1,0 +1,67 @@
+"""Cheap checks of a composed config, run before anything is loaded or written."""
+
+from __future__ import annotations
+
+from omegaconf import DictConfig
+from omegaconf.errors import OmegaConfBaseException
+
+from cnnbench.errors import CnnbenchError
+
+
+def _positive(cfg: DictConfig, key: str, kind: type = int) -> None:
+    from omegaconf import OmegaConf
+
+    value = OmegaConf.select(cfg, key)
+    ok = isinstance(value, (int, float)) and not isinstance(value, bool) and value > 0
+    if kind is int:
+        ok = ok and float(value).is_integer()
+    if not ok:
+        example = "128" if kind is int else "0.1"
+        raise CnnbenchError(
+            f"{key}={value!r} must be a positive {'integer' if kind is int else 'number'}; "
+            f"set e.g. {key}={example}."
+        )
+
+
+def check_config(cfg: DictConfig) -> None:
+    """Names, depth and the numbers the loop divides by; each failure is one clear CnnbenchError."""
+    from cnnbench.data import DATASETS
+    from cnnbench.device import PRECISIONS
+    from cnnbench.models.registry import check_depth, get_model_spec
+    from cnnbench.optim import OPTIMIZERS
+    from cnnbench.schedule import SCHEDULES
+
+    try:
+        for key in (
+            "trainer.batch_size",
+            "trainer.max_iters",
+            "trainer.eval_every",
+            "trainer.log_every",
+            "trainer.ckpt_every",
+            "trainer.eval_batch_size",
+        ):
+            _positive(cfg, key)
+        _positive(cfg, "optimizer.lr", float)
+        check_depth(get_model_spec(cfg.model.name), cfg.depth)
+        for group, name, valid in (
+            ("data", cfg.data.name, DATASETS),
+            ("optimizer", cfg.optimizer.name, OPTIMIZERS),
+            ("schedule", cfg.schedule.name, SCHEDULES),
+        ):
+            if name not in valid:
+                raise CnnbenchError(
+                    f"Unknown {group} {name!r}. Available: {', '.join(sorted(valid))}. "
+                    f"Pick one with {group}=<name>."
+                )
+        if cfg.trainer.precision not in PRECISIONS:
+            raise CnnbenchError(
+                f"trainer.precision={cfg.trainer.precision!r} is not a precision; "
+                f"use one of {', '.join(PRECISIONS)}."
+            )
+        if int(cfg.augment.padding) < 0:
+            raise CnnbenchError(f"augment.padding={cfg.augment.padding} must be >= 0.")
+    except OmegaConfBaseException as exc:
+        raise CnnbenchError(
+            f"The config lacks a key cnnbench needs ({exc.__class__.__name__}: {str(exc).splitlines()[0]}). "
+            f"Compose it from cnnbench's conf/ (see `cnnbench config`), or add the key."
+        ) from None
