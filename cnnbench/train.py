@@ -114,6 +114,12 @@ def set_rng_state(state: Mapping[str, Any]) -> None:
         torch.cuda.set_rng_state_all(state["cuda"])
 
 
+def model_options_of(cfg: DictConfig) -> dict[str, Any]:
+    """The ``model.*`` keys the builder takes (all but the name and the default depth)."""
+    options = OmegaConf.to_container(cfg.model, resolve=True)
+    return {k: v for k, v in options.items() if k not in ("name", "default_depth")}
+
+
 def hparams_of(cfg: DictConfig, params: int, precision: str, synthetic: bool) -> dict[str, Any]:
     """The hyperparameters shown in TensorBoard's HParams tab (flat, scalar values)."""
     hp: dict[str, Any] = {
@@ -124,9 +130,8 @@ def hparams_of(cfg: DictConfig, params: int, precision: str, synthetic: bool) ->
         "data": cfg.data.name + (" (synthetic)" if synthetic else ""),
         "augment": cfg.augment.name,
     }
-    for key, value in cfg.model.items():
-        if key != "name":
-            hp[f"model.{key}"] = value
+    for key, value in model_options_of(cfg).items():
+        hp[f"model.{key}"] = value
     hp.update(
         {
             "optimizer": cfg.optimizer.name,
@@ -179,11 +184,8 @@ class Trainer:
         if data.val_images is not None:
             self.eval_sets["val"] = (data.val_images.to(**to_dev), data.val_labels.to(**to_dev))
 
-        model_options = {
-            k: v for k, v in OmegaConf.to_container(cfg.model, resolve=True).items() if k != "name"
-        }
         model = build_model(
-            cfg.model.name, depth=int(cfg.depth), num_classes=data.num_classes, **model_options
+            cfg.model.name, depth=int(cfg.depth), num_classes=data.num_classes, **model_options_of(cfg)
         )
         self.params = sum(p.numel() for p in model.parameters())
         memory_format = torch.channels_last if t.channels_last else torch.contiguous_format
