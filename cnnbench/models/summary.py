@@ -8,6 +8,7 @@ import torch
 from rich.table import Table
 from torch.utils.flop_counter import FlopCounterMode
 
+from cnnbench.models.paper import paper_param_count
 from cnnbench.models.registry import build_model, get_model_spec, list_models
 
 
@@ -16,7 +17,7 @@ def count_params(model: torch.nn.Module) -> int:
 
 
 def count_flops(model: torch.nn.Module, image_size: int = 32) -> int:
-    """FLOPs of one forward pass of a single image (torch.utils.flop_counter; a multiply-add = 2 FLOPs)."""
+    """FLOPs of one forward pass of one image (torch.utils.flop_counter; a multiply-add counts 2)."""
     model.eval()
     counter = FlopCounterMode(display=False)
     with torch.no_grad(), counter:
@@ -24,48 +25,44 @@ def count_flops(model: torch.nn.Module, image_size: int = 32) -> int:
     return counter.get_total_flops()
 
 
-def _human(n: float, unit: str = "") -> str:
+def _human(n: float) -> str:
     for div, suffix in ((1e9, "G"), (1e6, "M"), (1e3, "k")):
         if n >= div:
-            return f"{n / div:.2f}{suffix}{unit}"
-    return f"{n:.0f}{unit}"
+            return f"{n / div:.2f}{suffix}"
+    return f"{n:.0f}"
 
 
 def model_table(
     depths: Iterable[int] | None = None, only: str | None = None, with_flops: bool = True
 ) -> Table:
-    """One row per family and depth; depths a family cannot take are skipped (all of them: an error)."""
+    """One row per family and depth (each family's usual depths by default; invalid ones skipped)."""
     from cnnbench.errors import CnnbenchError
 
+    depths = list(depths) if depths else None
     names = [get_model_spec(only).name] if only else list_models()
-    table = Table(title="cnnbench models (10 classes, 32x32 input)")
-    for column in ("model", "depth", "params", "paper", "FLOPs", "valid depths"):
-        table.add_column(
-            column, justify="right" if column in ("depth", "params", "paper", "FLOPs") else "left"
-        )
-    rows = 0
+    table = Table(title="cnnbench models (default options, 10 classes, one 32x32 image)")
+    for column in ("model", "depth", "params", "paper", "FLOPs"):
+        table.add_column(column, justify="left" if column == "model" else "right")
+    rules = []
     for name in names:
         spec = get_model_spec(name)
-        family_depths = list(depths) if depths else list(spec.example_depths)
-        for depth in family_depths:
+        rules.append(f"{name}: {spec.depth_rule}")
+        for depth in depths or spec.example_depths:
             if not spec.is_valid_depth(depth):
                 continue
-            model = build_model(name, depth=depth, num_classes=10)
-            params = count_params(model)
-            paper = spec.paper_params.get(depth)
+            try:
+                model = build_model(name, depth=depth, num_classes=10)
+            except CnnbenchError:
+                continue  # valid only with other options (e.g. a bottleneck depth)
+            paper = paper_param_count(name, depth)
             flops = _human(count_flops(model)) if with_flops else "-"
             table.add_row(
-                name,
-                str(depth),
-                f"{params / 1e6:.3f}M",
-                f"{paper}M" if paper else "-",
-                flops,
-                spec.depth_rule,
+                name, str(depth), f"{count_params(model) / 1e6:.3f}M", f"{paper}M" if paper else "-", flops
             )
-            rows += 1
-    if rows == 0:
+    if not table.row_count:
         raise CnnbenchError(
-            f"None of the depths {list(depths or [])} is valid for {', '.join(names)}. "
-            + " ".join(f"{n}: {get_model_spec(n).depth_rule}." for n in names)
+            f"None of the depths {depths} fits {', '.join(names)}. Valid depths: {'; '.join(rules)}."
         )
+    table.caption = "Valid depths:\n" + "\n".join(rules)
+    table.caption_justify = "left"
     return table
