@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 import hydra
 from hydra.experimental.callback import Callback
@@ -25,16 +25,27 @@ def holds_run(folder: Path) -> bool:
     return (folder / "checkpoint.pt").exists() or (folder / "metrics.json").exists()
 
 
+def _refuse(error: CnnbenchError) -> NoReturn:
+    # Hydra turns an Exception raised by a callback into a warning and carries on (writing .hydra/ and
+    # multirun.yaml over the old ones); SystemExit is no Exception, so it stops Hydra before any write.
+    from cnnbench.cli import _print_error
+
+    _print_error(str(error))
+    raise SystemExit(error.exit_code)
+
+
 class RefuseOverwrite(Callback):
     """Refuse before Hydra writes anything into a folder that already holds results."""
 
     def on_run_start(self, config: DictConfig, **kwargs: Any) -> None:
         run_dir = Path(str(config.hydra.run.dir))
         if holds_run(run_dir):
-            raise CnnbenchError(
-                f"{run_dir} already holds a run (checkpoint.pt or metrics.json); cnnbench never overwrites "
-                f"results. Continue it with `cnnbench resume {run_dir}`, or train into a new folder (drop "
-                f"hydra.run.dir=... or choose another one)."
+            _refuse(
+                CnnbenchError(
+                    f"{run_dir} already holds a run (checkpoint.pt or metrics.json); cnnbench never "
+                    f"overwrites results. Continue it with `cnnbench resume {run_dir}`, or train into a new "
+                    f"folder (drop hydra.run.dir=... or choose another one)."
+                )
             )
 
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
@@ -42,9 +53,12 @@ class RefuseOverwrite(Callback):
             return
         sweep_dir = Path(str(config.hydra.sweep.dir))
         if sweep_dir.is_dir() and any(holds_run(p) for p in sweep_dir.iterdir() if p.is_dir()):
-            raise CnnbenchError(
-                f"{sweep_dir} already holds a sweep's runs; cnnbench never overwrites results. Continue it "
-                f"with `cnnbench resume {sweep_dir}`, or sweep into a new folder (drop hydra.sweep.dir=...)."
+            _refuse(
+                CnnbenchError(
+                    f"{sweep_dir} already holds a sweep's runs; cnnbench never overwrites results. Continue "
+                    f"it with `cnnbench resume {sweep_dir}`, or sweep into a new folder (drop "
+                    f"hydra.sweep.dir=...)."
+                )
             )
 
 

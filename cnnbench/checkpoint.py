@@ -54,8 +54,9 @@ def load_checkpoint(path: Path) -> dict[str, Any]:
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # torch raises many types for truncated/foreign files
+        detail = next(iter(str(exc).splitlines()), "")[:200]  # an empty file raises EOFError('')
         raise CnnbenchError(
-            f"The checkpoint {path} cannot be read ({type(exc).__name__}: {str(exc).splitlines()[0][:200]}). "
+            f"The checkpoint {path} cannot be read ({type(exc).__name__}: {detail}). "
             f"It is truncated, corrupt or not a cnnbench checkpoint. Nothing was changed; restore it from a "
             f"copy, or start the run again with `cnnbench train`."
         ) from None

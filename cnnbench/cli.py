@@ -160,7 +160,8 @@ def report(
         from cnnbench.report import make_report, print_report
 
         result = make_report(list(directories), out)
-        print_report(result, Console())
+        # Piped into a file or a CI log, rich would wrap the table at 80 columns.
+        print_report(result, Console(width=None if sys.stdout.isatty() else 160))
     except CnnbenchError as exc:
         _print_error(str(exc))
         raise typer.Exit(exc.exit_code) from None

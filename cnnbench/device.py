@@ -32,15 +32,23 @@ def resolve_device(name: str) -> torch.device:
 
 
 def cpu_has_native_bf16() -> bool:
-    """AVX512-BF16 or AMX: bf16 matmuls/convs run natively on this CPU (oneDNN)."""
+    """x86 CPUs with AVX512-BF16 or AMX: oneDNN runs bf16 convolutions natively, not emulated.
+
+    (``torch.ops.mkldnn._is_mkldnn_bf16_supported()`` is also true on plain AVX512 CPUs, where bf16 is
+    emulated and usually slower than fp32, so it is not the test here.)
+    """
     try:
-        return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+        return bool(torch.cpu._is_avx512_bf16_supported() or torch.cpu._is_amx_tile_supported())
     except (AttributeError, RuntimeError):
         return False
 
 
 def resolve_precision(name: str, device: torch.device) -> str:
-    """``auto`` -> bf16 autocast on CUDA GPUs with bf16, fp32 elsewhere (see docs/performance.md)."""
+    """``auto`` -> bf16 autocast on CUDA GPUs with bf16 and on CPUs with native bf16, fp32 elsewhere.
+
+    On a CPU with AVX512-BF16, bf16 autocast trains ResNet-20/56 (batch 128) 1.3-1.6x faster than fp32
+    (measurements in docs/performance.md).
+    """
     name = str(name)
     if name not in PRECISIONS:
         raise CnnbenchError(
@@ -48,6 +56,8 @@ def resolve_precision(name: str, device: torch.device) -> str:
         )
     if name == "auto":
         if device.type == "cuda" and torch.cuda.is_bf16_supported():
+            return "bf16"
+        if device.type == "cpu" and cpu_has_native_bf16():
             return "bf16"
         return "fp32"
     if name == "bf16" and device.type == "cuda" and not torch.cuda.is_bf16_supported():

@@ -75,7 +75,9 @@ def resume_sweep_job(composed: DictConfig, run_dir: Path) -> dict[str, Any] | No
     metrics = read_metrics(run_dir) or {}
     status = metrics.get("status")
     if status in SKIP_STATUSES:
-        log.info("%s: already %s, skipped.", run_dir.name, status)
+        # print, not log: Hydra's job logging appends to the job's train.log, and a finished job's
+        # folder stays untouched.
+        print(f"{run_dir.name}: already {status}, skipped.")
         return metrics
     if (run_dir / CHECKPOINT_NAME).is_file():
         log.info("%s: resuming from its checkpoint (%s).", run_dir.name, status)

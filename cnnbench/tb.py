@@ -37,8 +37,11 @@ class TensorBoardLog:
     def start(self, hparams: Mapping[str, object]) -> None:
         """Write the hparams summary and the custom-scalars layout (once, at a run's first start)."""
         clean = {k: (v if isinstance(v, (int, float, str, bool)) else str(v)) for k, v in hparams.items()}
-        for summary in hparams_summary(clean, dict.fromkeys(HPARAM_METRICS, 0.0)):
-            self.writer.file_writer.add_summary(summary)
+        _experiment, session_start, _session_end = hparams_summary(clean, dict.fromkeys(HPARAM_METRICS, 0.0))
+        # Only the session-start record: with no per-run experiment summary, TensorBoard builds the HParams
+        # columns from every run of a sweep (one run's experiment summary would hide other models' options)
+        # and takes the metrics from the runs' scalars (error/test, error/train, ...).
+        self.writer.file_writer.add_summary(session_start)
         self.writer.add_custom_scalars(LAYOUT)
 
     def scalars(self, values: Mapping[str, float], step: int) -> None:

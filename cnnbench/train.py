@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 import math
 import random
+import shlex
 import signal
 import threading
 import time
@@ -21,6 +22,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from omegaconf import DictConfig, OmegaConf
+from omegaconf.errors import OmegaConfBaseException
 
 from cnnbench.checkpoint import CHECKPOINT_NAME, load_checkpoint, save_checkpoint
 from cnnbench.data import load_dataset
@@ -270,8 +272,16 @@ class Trainer:
         self.metrics = dict(state["metrics"])
 
     def checkpoint(self) -> None:
-        self._check_finite()  # never overwrite the last good checkpoint with NaN weights
+        # Never overwrite the last good checkpoint with NaN weights. A step whose loss was finite can
+        # still make the weights non-finite (the next loss is then NaN), so the weights are checked too.
+        if int(self.first_bad_iter.item()) < 0 and not self._weights_finite():
+            self.first_bad_iter.fill_(self.iteration + 1)
+        self._check_finite()
         save_checkpoint(self.state_dict(), self.ckpt_path)
+
+    def _weights_finite(self) -> bool:
+        # Parameters only: the next training loss depends on them, not on BatchNorm's running statistics.
+        return bool(torch.stack([p.detach().isfinite().all() for p in self.model.parameters()]).all())
 
     # ----- steps -----------------------------------------------------------------------------------
     def train_step(self) -> None:
@@ -471,14 +481,22 @@ class Trainer:
             signal.Signals(signum).name,
             self.iteration,
             self.max_iters,
-            self.run_dir,
+            shlex.quote(str(self.run_dir)),  # a command to paste, even with spaces in the path
         )
         return 128 + signum
 
 
 def run(cfg: DictConfig, run_dir: Path, resume: bool = False, restart: bool = False) -> dict[str, Any]:
     """Train the run described by ``cfg`` in ``run_dir`` (with ``resume``: continue from its checkpoint)."""
-    return Trainer(cfg, run_dir, resume=resume, restart=restart).train()
+    try:
+        trainer = Trainer(cfg, run_dir, resume=resume, restart=restart)
+    except OmegaConfBaseException as exc:
+        # A key the config lacks (e.g. a hand-edited saved config); nothing has been written yet.
+        raise CnnbenchError(
+            f"The config lacks a key cnnbench needs ({type(exc).__name__}: {str(exc).splitlines()[0]}). "
+            f"Nothing was changed; restore the key (see `cnnbench config`) in {run_dir / '.hydra'}."
+        ) from None
+    return trainer.train()
 
 
 def run_status(run_dir: Path) -> str | None:

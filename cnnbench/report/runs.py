@@ -25,6 +25,9 @@ _IGNORED_DESIGN_KEYS = {"data.root", "data.download", "data.num_workers"}
 # Options a family accepts but does not use (plain nets take `shortcut` only so sweeps over
 # model=plain,resnet can set it); grouping on them would split identical configurations.
 _UNUSED_OPTIONS = {"plain": {"shortcut"}}
+# Model-section keys that are not options of the network: its name, and the depth used when `depth`
+# is not given (the trained depth is the top-level `depth`; the trainer leaves both out too).
+_NOT_OPTIONS = {"name", "default_depth"}
 
 
 @dataclass
@@ -148,7 +151,9 @@ def load_run(run_dir: Path) -> Run:
     model_section = cfg.get("model")
     model = _section_name(model_section) or str(metrics.get("model") or "unknown")
     options = (
-        {k: v for k, v in model_section.items() if k != "name"} if isinstance(model_section, dict) else {}
+        {k: v for k, v in model_section.items() if k not in _NOT_OPTIONS}
+        if isinstance(model_section, dict)
+        else {}
     )
     for unused in _UNUSED_OPTIONS.get(model, ()):
         options.pop(unused, None)

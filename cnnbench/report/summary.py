@@ -68,7 +68,7 @@ class Row:
     def options_text(self) -> str:
         # Model options first, then the other settings (dotted: optimizer.lr, trainer.max_iters).
         keys = sorted(self.options, key=lambda k: ("." in k, k))
-        return ", ".join(f"{k}={_value_text(self.options[k])}" for k in keys)
+        return ", ".join(f"{k}={value_text(self.options[k])}" for k in keys)
 
     @property
     def seeds(self) -> list[int | None]:
@@ -115,7 +115,7 @@ class Row:
         return [f"seed {r.seed}: {r.message}" for r in self.runs if r.message]
 
 
-def _value_text(value: Any) -> str:
+def value_text(value: Any) -> str:
     return json.dumps(value) if isinstance(value, (list, dict)) else str(value)
 
 

@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from cnnbench.report.reference import family_note
-from cnnbench.report.summary import Row, status_counts
+from cnnbench.report.summary import Row, status_counts, value_text
 
 CSV_COLUMNS = (
     "data",
@@ -120,36 +120,56 @@ def _status(row: Row) -> str:
 
 
 def display_columns(rows: Sequence[Row]) -> list[str]:
-    """Data and augmentation get columns only when they vary (else they are said once above the table)."""
+    """Data and augmentation get columns only when they vary (else they are said once above the table);
+    options and the paper's columns only when some row has something to show there."""
     columns = []
     if len({r.data for r in rows}) > 1:
         columns.append("data")
     if len({r.augment for r in rows}) > 1:
         columns.append("augment")
+    cells = [display_cells(r, rows) for r in rows]
+    optional = {"options", "paper test %", "Δ vs paper", "paper params"}
     return columns + [
-        "model",
-        "depth",
-        "options",
-        "params",
-        "seeds",
-        "iterations",
-        "train error %",
-        "test error %",
-        "best test %",
-        "status",
-        "paper test %",
-        "Δ vs paper",
-        "paper params",
+        c
+        for c in [
+            "model",
+            "depth",
+            "options",
+            "params",
+            "seeds",
+            "iterations",
+            "train error %",
+            "test error %",
+            "best test %",
+            "status",
+            "paper test %",
+            "Δ vs paper",
+            "paper params",
+        ]
+        if c not in optional or any(cell[c] != "—" for cell in cells)
     ]
 
 
-def display_cells(row: Row) -> dict[str, str]:
+def _shown_options(row: Row, rows: Sequence[Row]) -> str:
+    """The options that tell the row apart: those whose value varies among rows of its model family, and
+    the distinguishing non-model settings (dotted keys). ``block=basic`` on every row says nothing."""
+    family = [r for r in rows if r.model == row.model]
+
+    def varies(key: str) -> bool:
+        return len({repr(r.options.get(key)) for r in family}) > 1
+
+    keys = sorted((k for k in row.options if "." in k or varies(k)), key=lambda k: ("." in k, k))
+    return ", ".join(f"{k}={value_text(row.options[k])}" for k in keys)
+
+
+def display_cells(row: Row, rows: Sequence[Row] = ()) -> dict[str, str]:
+    options = _shown_options(row, rows) if rows else row.options_text
     return {
         "data": row.data,
         "augment": row.augment or "?",
         "model": row.model,
         "depth": "—" if row.depth is None else str(row.depth),
-        "options": row.options_text or "—",
+        "options": options or "—",
         "params": _params(row.params),
         "seeds": str(len(row.runs)),
         "iterations": _iterations(row),
@@ -232,7 +252,7 @@ def markdown(rows: Sequence[Row], sources: Sequence[Path], image: str, warnings:
         "|" + "|".join("---" for _ in columns) + "|",
     ]
     for row in rows:
-        cells = display_cells(row)
+        cells = display_cells(row, rows)
         lines.append("| " + " | ".join(_md_cell(cells[c]) for c in columns) + " |")
     lines += ["", "## Notes", ""] + [f"- {_md_cell(n)}" for n in notes(rows, warnings)]
     return "\n".join(lines) + "\n"
@@ -259,7 +279,7 @@ def rich_table(rows: Sequence[Row], title: str = "cnnbench report"):
     for column in columns:
         table.add_column(column, justify="right" if column in numeric else "left")
     for row in rows:
-        cells = display_cells(row)
+        cells = display_cells(row, rows)
         style = (
             None
             if row.status == "completed"

@@ -1,0 +1,482 @@
+"""`cnnbench bench`: throughput of the real training loop, its overhead, memory, and a classic baseline.
+
+What is measured, for the composed config (model, depth, batch size, precision, device, compile):
+
+- ``train``: ``Trainer.train_step()`` back to back (sampling, on-device augmentation, forward,
+  backward, optimizer step, device-side accumulators), synchronized only at the end of each window;
+- ``pure``: forward + backward + optimizer step alone, on one resident, already augmented batch, with
+  the same model, optimizer, precision and memory format; the loop overhead is
+  ``train step time / pure step time - 1``;
+- ``input``: the sampler and the augmentation alone (the part of the overhead that is not bookkeeping);
+- ``eval``: ``Trainer.evaluate`` on (a prefix of) the test set;
+- peak memory: ``torch.cuda.max_memory_allocated`` on a GPU, the process's peak RSS on the CPU,
+  read before the baseline is built;
+- ``baseline``: ``benchmarks/baseline.py`` (PIL + per-sample torchvision transforms + DataLoader
+  workers + fp32 NCHW + plain SGD) on the same architecture (same initial weights), the same uint8
+  images and the same batch size; ``speedup`` = train img/s / baseline img/s.
+
+Warm-up iterations are excluded. The windows are interleaved (train, pure, input, eval, baseline;
+``repeats`` times) so that load from other processes hits every measurement alike, and each figure is
+the median over the repeats. Without ``iters`` / ``eval_images`` each window lasts about ``window``
+seconds, sized from the warm-up. Nothing is written: the trainer gets a temporary run folder.
+
+Bench options ride along with the Hydra overrides: ``bench.iters=N`` (also ``+bench.iters=N``),
+``bench.warmup``, ``bench.repeats``, ``bench.window`` (seconds), ``bench.eval_images``. Without a
+``data=`` (or ``experiment=``) override the data is ``synthetic`` (CIFAR-sized random images).
+"""
+
+from __future__ import annotations
+
+import copy
+import importlib
+import json
+import math
+import resource
+import statistics
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+
+from cnnbench.errors import CnnbenchError
+
+BENCH_OPTIONS = {"iters": int, "warmup": int, "repeats": int, "window": float, "eval_images": int}
+DEFAULT_WARMUP = 3
+DEFAULT_REPEATS = 5
+DEFAULT_WINDOW = 2.0  # seconds per timed window when iters / eval_images are not given
+MIN_AUTO_ITERS, MAX_AUTO_ITERS = 3, 1000
+MIN_INPUT_ITERS = 50  # the input pipeline alone is cheap: time more batches of it
+
+# The keys of the JSON output (`cnnbench bench --json`), documented in docs/performance.md.
+RESULT_KEYS = (
+    "model",
+    "depth",
+    "params",
+    "data",
+    "synthetic",
+    "train_images",
+    "test_images",
+    "batch_size",
+    "device",
+    "precision",
+    "compiled",
+    "channels_last",
+    "threads",
+    "torch",
+    "iters",
+    "warmup",
+    "repeats",
+    "eval_images",
+    "train_img_per_s",
+    "train_step_ms",
+    "pure_step_ms",
+    "loop_overhead_pct",
+    "input_ms",
+    "input_overhead_pct",
+    "eval_img_per_s",
+    "peak_memory_mb",
+    "peak_memory_kind",
+    "baseline_train_img_per_s",
+    "baseline_step_ms",
+    "speedup",
+    "samples",
+)
+
+
+# ----- options and config --------------------------------------------------------------------------
+def split_bench_options(overrides: Sequence[str]) -> tuple[list[str], dict[str, Any]]:
+    """Separate ``bench.KEY=VALUE`` (or ``+bench.KEY=VALUE``) from the Hydra overrides."""
+    rest: list[str] = []
+    options: dict[str, Any] = {}
+    for item in overrides:
+        key, sep, value = item.lstrip("+").partition("=")
+        if not key.startswith("bench."):
+            rest.append(item)
+            continue
+        name = key[len("bench.") :]
+        kind = BENCH_OPTIONS.get(name)
+        if kind is None or not sep:
+            raise CnnbenchError(
+                f"{item!r} is not a bench option; use bench.KEY=VALUE with KEY one of "
+                f"{', '.join(BENCH_OPTIONS)} (e.g. bench.iters=20 bench.repeats=5)."
+            )
+        try:
+            options[name] = kind(value)
+        except ValueError:
+            raise CnnbenchError(
+                f"{item!r}: bench.{name} must be {'an integer' if kind is int else 'a number'}."
+            ) from None
+    return rest, options
+
+
+def compose_config(overrides: Sequence[str]):
+    """The composed Hydra config for ``overrides``; ``data=synthetic`` unless data/experiment is set."""
+    from hydra import compose, initialize_config_dir
+    from hydra.errors import HydraException
+    from omegaconf.errors import OmegaConfBaseException
+
+    from cnnbench.config import conf_dir
+
+    overrides = list(overrides)
+    groups = {item.lstrip("+~").partition("=")[0] for item in overrides}
+    if not groups & {"data", "experiment"}:
+        overrides.insert(0, "data=synthetic")
+    try:
+        with initialize_config_dir(config_dir=str(conf_dir()), version_base="1.3", job_name="bench"):
+            return compose(config_name="config", overrides=overrides)
+    except (HydraException, OmegaConfBaseException) as exc:
+        cause = f" ({exc.__cause__})" if exc.__cause__ else ""
+        raise CnnbenchError(
+            f"{exc}{cause}\nSee the available choices with `cnnbench config --help` and `cnnbench models`."
+        ) from None
+
+
+def load_baseline():
+    """``benchmarks/baseline.py`` of the source checkout, imported as ``benchmarks.baseline``.
+
+    Imported by name from the checkout's top folder (appended to ``sys.path``), so DataLoader
+    workers started with spawn/forkserver can unpickle its dataset class too.
+    """
+    top = Path(__file__).resolve().parent.parent
+    if not (top / "benchmarks" / "baseline.py").is_file():
+        raise CnnbenchError(
+            f"The DataLoader baseline (benchmarks/baseline.py) ships with the source checkout and is not "
+            f"under {top}; run `cnnbench bench --no-baseline`, or run from a checkout of cnnbench."
+        )
+    if str(top) not in sys.path:
+        sys.path.append(str(top))
+    return importlib.import_module("benchmarks.baseline")
+
+
+def _check_options(iters: int | None, warmup: int, repeats: int, window: float, eval_images: int | None):
+    for name, value, minimum in (("warmup", warmup, 1), ("repeats", repeats, 1)):
+        if value < minimum:
+            raise CnnbenchError(f"bench.{name}={value} must be at least {minimum}.")
+    for name, value in (("iters", iters), ("eval_images", eval_images)):
+        if value is not None and value < 1:
+            raise CnnbenchError(f"bench.{name}={value} must be a positive integer (or left out: auto).")
+    if not window > 0:
+        raise CnnbenchError(f"bench.window={window} must be a positive number of seconds.")
+
+
+# ----- timing helpers ------------------------------------------------------------------------------
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def _timed(fn: Callable[[], object], n: int, device: torch.device) -> float:
+    """Seconds for ``n`` calls of ``fn``, synchronizing the device only before and after."""
+    _sync(device)
+    start = time.perf_counter()
+    for _ in range(n):
+        fn()
+    _sync(device)
+    return time.perf_counter() - start
+
+
+def peak_memory_mb(device: torch.device) -> tuple[float, str]:
+    if device.type == "cuda":
+        return torch.cuda.max_memory_allocated(device) / 2**20, "cuda_max_allocated"
+    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # kilobytes on Linux, bytes on macOS
+    return rss / (2**20 if sys.platform == "darwin" else 2**10), "rss"
+
+
+def _auto_count(seconds_per_unit: float, window: float, lo: int, hi: int) -> int:
+    return int(min(max(math.ceil(window / max(seconds_per_unit, 1e-9)), lo), hi))
+
+
+def _median(values: Sequence[float]) -> float:
+    return float(statistics.median(values))
+
+
+# ----- the benchmark -------------------------------------------------------------------------------
+def measure(
+    cfg,
+    with_baseline: bool = True,
+    iters: int | None = None,
+    warmup: int = DEFAULT_WARMUP,
+    repeats: int = DEFAULT_REPEATS,
+    window: float = DEFAULT_WINDOW,
+    eval_images: int | None = None,
+    status: Callable[[str], None] = lambda message: None,
+) -> dict[str, Any]:
+    """Run the benchmark for the composed config ``cfg``; returns the result dict (``RESULT_KEYS``)."""
+    from cnnbench.train import Trainer
+
+    _check_options(iters, warmup, repeats, window, eval_images)
+    baseline_module = load_baseline() if with_baseline else None
+
+    with tempfile.TemporaryDirectory(prefix="cnnbench-bench-") as tmp:
+        status("building the trainer")
+        if torch.cuda.is_available():
+            torch.cuda.reset_peak_memory_stats()
+        trainer = Trainer(cfg, Path(tmp))
+        device = trainer.device
+        batch_size = int(cfg.trainer.batch_size)
+        eval_batch_size = int(cfg.trainer.eval_batch_size)
+        # Same architecture and initial weights for the baseline, copied before any step.
+        baseline_model = copy.deepcopy(trainer.model) if with_baseline else None
+
+        # The pure step: one resident, augmented batch through the same model/optimizer/precision.
+        images, labels = trainer.batches.next()
+        pure_x, pure_y = trainer.augment(images), labels
+        optimizer, scaler = trainer.optimizer, trainer.scaler
+
+        def pure_step() -> None:
+            with trainer.autocast():
+                logits = trainer.forward(pure_x)
+            loss = F.cross_entropy(logits.float(), pure_y)
+            optimizer.zero_grad(set_to_none=True)
+            if scaler is not None:
+                scaler.scale(loss).backward()
+                scaler.step(optimizer)
+                scaler.update()
+            else:
+                loss.backward()
+                optimizer.step()
+
+        def input_step() -> None:
+            trainer.augment(trainer.batches.next()[0])
+
+        test_images, test_labels = trainer.eval_sets["test"]
+
+        # Warm-up (excluded): allocator, oneDNN/cuDNN algorithm choice, torch.compile.
+        status(f"warming up ({warmup} steps)")
+        step_times = [_timed(trainer.train_step, 1, device) for _ in range(warmup)]
+        for _ in range(warmup):
+            pure_step()
+        _timed(input_step, 2, device)
+        first = min(eval_batch_size, len(test_labels))
+        eval_warm = [
+            _timed(lambda: trainer.evaluate(test_images[:first], test_labels[:first]), 1, device)
+            for _ in range(2)
+        ]
+        memory_mb, memory_kind = peak_memory_mb(device)  # before the baseline exists
+
+        step_estimate = min(step_times[1:] or step_times)
+        n_iters = iters or _auto_count(step_estimate, window, MIN_AUTO_ITERS, MAX_AUTO_ITERS)
+        if eval_images is None:
+            per_image = min(eval_warm) / first
+            batches = _auto_count(per_image * eval_batch_size, window, 1, 10**9)
+            n_eval = min(batches * eval_batch_size, len(test_labels))
+        else:
+            n_eval = min(eval_images, len(test_labels))
+        eval_x, eval_y = test_images[:n_eval], test_labels[:n_eval]
+        input_iters = max(n_iters, MIN_INPUT_ITERS)
+
+        baseline = None
+        if baseline_module is not None:
+            status("building the DataLoader baseline")
+            baseline = _build_baseline(baseline_module, cfg, trainer, baseline_model)
+            for _ in range(warmup):
+                baseline.train_step()
+            baseline.stop()
+
+        samples: dict[str, list[float]] = {"train_step_ms": [], "pure_step_ms": [], "input_ms": []}
+        samples["eval_img_per_s"] = []
+        if baseline is not None:
+            samples["baseline_step_ms"] = []
+        for r in range(repeats):
+            tag = f"repeat {r + 1}/{repeats}, {n_iters} iterations"
+            status(f"training loop ({tag})")
+            samples["train_step_ms"].append(1e3 * _timed(trainer.train_step, n_iters, device) / n_iters)
+            status(f"pure model step ({tag})")
+            samples["pure_step_ms"].append(1e3 * _timed(pure_step, n_iters, device) / n_iters)
+            samples["input_ms"].append(1e3 * _timed(input_step, input_iters, device) / input_iters)
+            status(f"evaluation (repeat {r + 1}/{repeats}, {n_eval} images)")
+            seconds = _timed(lambda: trainer.evaluate(eval_x, eval_y), 1, device)
+            samples["eval_img_per_s"].append(n_eval / seconds)
+            if baseline is not None:
+                status(f"baseline ({tag})")
+                baseline.train_step()  # a new epoch: its workers start (excluded, as the warm-up)
+                seconds = _timed(baseline.train_step, n_iters, device)
+                samples["baseline_step_ms"].append(1e3 * seconds / n_iters)
+                baseline.stop()
+
+        bad = int(trainer.first_bad_iter.item())
+        if bad >= 0:
+            status(f"warning: the training loss became non-finite at iteration {bad}")
+
+        train_ms = _median(samples["train_step_ms"])
+        pure_ms = _median(samples["pure_step_ms"])
+        input_ms = _median(samples["input_ms"])
+        result: dict[str, Any] = {
+            "model": str(cfg.model.name),
+            "depth": int(cfg.depth),
+            "params": trainer.params,
+            "data": trainer.data_name,
+            "synthetic": bool(trainer.synthetic),
+            "train_images": len(trainer.train_labels),
+            "test_images": len(test_labels),
+            "batch_size": batch_size,
+            "device": str(device),
+            "precision": trainer.precision,
+            "compiled": bool(trainer.compiled),
+            "channels_last": bool(cfg.trainer.channels_last),
+            "threads": torch.get_num_threads(),
+            "torch": torch.__version__,
+            "iters": n_iters,
+            "warmup": warmup,
+            "repeats": repeats,
+            "eval_images": n_eval,
+            "train_img_per_s": batch_size / (train_ms / 1e3),
+            "train_step_ms": train_ms,
+            "pure_step_ms": pure_ms,
+            "loop_overhead_pct": 100.0 * (train_ms / pure_ms - 1.0),
+            "input_ms": input_ms,
+            "input_overhead_pct": 100.0 * input_ms / pure_ms,
+            "eval_img_per_s": _median(samples["eval_img_per_s"]),
+            "peak_memory_mb": memory_mb,
+            "peak_memory_kind": memory_kind,
+            "baseline_train_img_per_s": None,
+            "baseline_step_ms": None,
+            "speedup": None,
+            "samples": samples,
+        }
+        if baseline is not None:
+            base_ms = _median(samples["baseline_step_ms"])
+            result.update(
+                baseline_train_img_per_s=batch_size / (base_ms / 1e3),
+                baseline_step_ms=base_ms,
+                speedup=base_ms / train_ms,
+            )
+        return result
+
+
+def _build_baseline(module, cfg, trainer, model):
+    """The classic pipeline on the trainer's own uint8 training images (copied to the host)."""
+    device = trainer.device
+    loader = module.make_loader(
+        trainer.train_images.cpu(),
+        trainer.train_labels.cpu(),
+        int(cfg.trainer.batch_size),
+        seed=int(cfg.seed),
+        pin_memory=device.type == "cuda",
+    )
+    model = model.to(memory_format=torch.contiguous_format).float()
+    opt = cfg.optimizer
+    return module.BaselineTrainer(
+        model,
+        loader,
+        device,
+        lr=float(opt.lr),
+        momentum=float(opt.get("momentum", 0.9)),
+        weight_decay=float(opt.get("weight_decay", 1e-4)),
+    )
+
+
+# ----- output --------------------------------------------------------------------------------------
+def _spread(values: Sequence[float], fmt: str) -> str:
+    if len(values) < 2:
+        return ""
+    return f" [dim]({format(min(values), fmt)}–{format(max(values), fmt)})[/dim]"
+
+
+def results_table(result: dict[str, Any]):
+    from rich.table import Table
+
+    s = result["samples"]
+    bs = result["batch_size"]
+    has_base = result["speedup"] is not None
+    title = (
+        f"{result['model']}-{result['depth']} ({result['params']:,} params), batch {bs}, "
+        f"{result['device']}, {result['precision']}"
+        f"{', compiled' if result['compiled'] else ''}, {result['threads']} threads"
+    )
+    table = Table(title=title, caption=_caption(result), title_justify="left", caption_justify="left")
+    table.add_column("", style="bold")
+    table.add_column("cnnbench", justify="right")
+    if has_base:
+        table.add_column("baseline (DataLoader)", justify="right")
+
+    def row(label: str, ours: str, base: str = "") -> None:
+        table.add_row(label, ours, *([base] if has_base else []))
+
+    train_rates = [bs * 1e3 / ms for ms in s["train_step_ms"]]
+    base_rates = [bs * 1e3 / ms for ms in s.get("baseline_step_ms", [])]
+    row(
+        "train img/s",
+        f"{result['train_img_per_s']:,.0f}{_spread(train_rates, ',.0f')}",
+        f"{result['baseline_train_img_per_s']:,.0f}{_spread(base_rates, ',.0f')}" if has_base else "",
+    )
+    row(
+        "train step (ms)",
+        f"{result['train_step_ms']:.1f}{_spread(s['train_step_ms'], '.1f')}",
+        f"{result['baseline_step_ms']:.1f}{_spread(s['baseline_step_ms'], '.1f')}" if has_base else "",
+    )
+    row("pure model step (ms)", f"{result['pure_step_ms']:.1f}{_spread(s['pure_step_ms'], '.1f')}")
+    row("loop overhead", f"{result['loop_overhead_pct']:+.1f}%")
+    row("input pipeline (ms/step)", f"{result['input_ms']:.2f} ({result['input_overhead_pct']:.1f}%)")
+    row("eval img/s", f"{result['eval_img_per_s']:,.0f}{_spread(s['eval_img_per_s'], ',.0f')}")
+    kind = "peak RSS" if result["peak_memory_kind"] == "rss" else "peak CUDA allocated"
+    row(f"memory ({kind})", f"{result['peak_memory_mb']:,.0f} MB")
+    row(
+        "precision / layout",
+        f"{result['precision']} / {'channels-last' if result['channels_last'] else 'NCHW'}",
+        "fp32 / NCHW" if has_base else "",
+    )
+    return table
+
+
+def _caption(result: dict[str, Any]) -> str:
+    data = "synthetic random images" if result["synthetic"] else result["data"]
+    text = (
+        f"{data}: {result['train_images']:,} train / {result['test_images']:,} test images. Medians of "
+        f"{result['repeats']} interleaved repeats of {result['iters']} iterations after {result['warmup']} "
+        f"warm-up steps (min–max in brackets); eval on {result['eval_images']:,} images. "
+        f"Loop overhead = train step / pure model step - 1; input pipeline: sampling + augmentation "
+        f"alone (% of the pure step)."
+    )
+    if result["speedup"] is not None:
+        text += f"\nSpeed-up over the baseline (train img/s): [bold]{result['speedup']:.2f}x[/bold]"
+    return text
+
+
+def run_bench(
+    overrides: list[str],
+    as_json: bool = False,
+    with_baseline: bool = True,
+    *,
+    iters: int | None = None,
+    warmup: int = DEFAULT_WARMUP,
+    repeats: int = DEFAULT_REPEATS,
+    window: float = DEFAULT_WINDOW,
+    eval_images: int | None = None,
+) -> dict[str, Any]:
+    """Benchmark the config composed from ``overrides``; print a table (or JSON) and return the results.
+
+    The keyword arguments are the defaults of the ``bench.*`` options; ``bench.KEY=VALUE`` in
+    ``overrides`` wins. ``iters`` / ``eval_images`` left at None: sized to ~``window`` seconds.
+    """
+    from rich.console import Console
+
+    overrides, options = split_bench_options(overrides)
+    settings = {
+        "iters": iters,
+        "warmup": warmup,
+        "repeats": repeats,
+        "window": window,
+        "eval_images": eval_images,
+        **options,
+    }
+    cfg = compose_config(overrides)
+    err = Console(stderr=True, highlight=False)
+    with err.status("cnnbench bench") as spinner:
+
+        def status(message: str) -> None:
+            if message.startswith("warning"):
+                err.print(f"[yellow]{message}[/yellow]")
+            spinner.update(f"cnnbench bench: {message}")
+
+        result = measure(cfg, with_baseline=with_baseline, status=status, **settings)
+    if as_json:
+        print(json.dumps(result, indent=2))
+    else:
+        Console(highlight=False).print(results_table(result))
+    return result
