@@ -38,6 +38,8 @@ class RefuseOverwrite(Callback):
     """Refuse before Hydra writes anything into a folder that already holds results."""
 
     def on_run_start(self, config: DictConfig, **kwargs: Any) -> None:
+        if int(os.environ.get("RANK", "0")) > 0:
+            return  # torchrun: rank 0 checks (and the other ranks find its files there)
         run_dir = Path(str(config.hydra.run.dir))
         if holds_run(run_dir):
             _refuse(
@@ -51,6 +53,7 @@ class RefuseOverwrite(Callback):
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
         if config.hydra.job.env_set.get(RESUME_ENV):
             return
+        _refuse_unnamed_sweeps(config)
         sweep_dir = Path(str(config.hydra.sweep.dir))
         if sweep_dir.is_dir() and any(holds_run(p) for p in sweep_dir.iterdir() if p.is_dir()):
             _refuse(
@@ -60,6 +63,23 @@ class RefuseOverwrite(Callback):
                     f"hydra.sweep.dir=...)."
                 )
             )
+
+
+def _refuse_unnamed_sweeps(config: DictConfig) -> None:
+    """Job folders are named without the excluded keys (experiment): sweeping one would collide."""
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    excluded = set(config.hydra.job.config.override_dirname.exclude_keys)
+    overrides = OverridesParser.create().parse_overrides(list(config.hydra.overrides.task))
+    swept = [o.key_or_group for o in overrides if o.is_sweep_override() and o.key_or_group in excluded]
+    if swept:
+        _refuse(
+            CnnbenchError(
+                f"Sweeping over {', '.join(swept)} would put several jobs in one folder (job folders are "
+                f"named by the other overrides). Launch one sweep per experiment, e.g. "
+                f"`cnnbench train -m experiment=degradation_quick`."
+            )
+        )
 
 
 @hydra.main(version_base="1.3", config_path=str(conf_dir()), config_name="config")

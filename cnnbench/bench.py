@@ -15,10 +15,11 @@ What is measured, for the composed config (model, depth, batch size, precision, 
   workers + fp32 NCHW + plain SGD) on the same architecture (same initial weights), the same uint8
   images and the same batch size; ``speedup`` = train img/s / baseline img/s.
 
-Warm-up iterations are excluded. The windows are interleaved (train, pure, input, eval, baseline;
-``repeats`` times) so that load from other processes hits every measurement alike, and each figure is
-the median over the repeats. Without ``iters`` / ``eval_images`` each window lasts about ``window``
-seconds, sized from the warm-up. Nothing is written: the trainer gets a temporary run folder.
+Warm-up iterations are excluded. The windows are interleaved (train and pure in alternating order,
+input, eval, baseline; ``repeats`` times) so that load from other processes hits every measurement
+alike, and each figure is the median over the repeats. Without ``iters`` / ``eval_images`` each
+window lasts about ``window`` seconds, sized from the warm-up. Nothing is written: the trainer gets a
+temporary run folder.
 
 Bench options ride along with the Hydra overrides: ``bench.iters=N`` (also ``+bench.iters=N``),
 ``bench.warmup``, ``bench.repeats``, ``bench.window`` (seconds), ``bench.eval_images``. Without a
@@ -284,10 +285,11 @@ def measure(
             samples["baseline_step_ms"] = []
         for r in range(repeats):
             tag = f"repeat {r + 1}/{repeats}, {n_iters} iterations"
-            status(f"training loop ({tag})")
-            samples["train_step_ms"].append(1e3 * _timed(trainer.train_step, n_iters, device) / n_iters)
-            status(f"pure model step ({tag})")
-            samples["pure_step_ms"].append(1e3 * _timed(pure_step, n_iters, device) / n_iters)
+            # Loop and pure step take turns going first, so neither always follows the baseline.
+            pair = [("train_step_ms", trainer.train_step), ("pure_step_ms", pure_step)]
+            for key, step in pair if r % 2 == 0 else pair[::-1]:
+                status(f"{'training loop' if key == 'train_step_ms' else 'pure model step'} ({tag})")
+                samples[key].append(1e3 * _timed(step, n_iters, device) / n_iters)
             samples["input_ms"].append(1e3 * _timed(input_step, input_iters, device) / input_iters)
             status(f"evaluation (repeat {r + 1}/{repeats}, {n_eval} images)")
             seconds = _timed(lambda: trainer.evaluate(eval_x, eval_y), 1, device)

@@ -92,8 +92,31 @@ def train(
 
     Hydra's own flags pass through: --cfg job, --info, --hydra-help, hydra.run.dir=..., hydra/launcher=joblib.
     """
-    args = (["--multirun"] if multirun else []) + list(overrides or [])
-    raise typer.Exit(run_hydra(args))
+    args = list(overrides or [])
+    if multirun and {"--cfg", "-c", "--info", "-i"} & set(args):
+        _print_error("--cfg/--info print one configuration; use them without -m/--multirun.")
+        raise typer.Exit(2)
+    ctx = distributed_setup(multirun)
+    if ctx.rank > 0:
+        # Rank 0 writes .hydra/ and train.log; the other ranks only train.
+        args += ["hydra.output_subdir=null", "hydra/job_logging=none", "hydra/hydra_logging=none"]
+    raise typer.Exit(run_hydra((["--multirun"] if multirun else []) + args))
+
+
+def distributed_setup(multirun: bool):
+    """Under torchrun: join the process group and agree on rank 0's run folder stamp."""
+    from cnnbench.distributed import context, init, share_run_stamp
+
+    ctx = context()
+    if ctx.enabled:
+        if multirun:
+            _print_error(
+                "torchrun trains one run over several processes; -m/--multirun is not supported there."
+            )
+            raise typer.Exit(2)
+        init(ctx)
+        share_run_stamp(ctx)
+    return ctx
 
 
 @app.command(context_settings=FORWARD)

@@ -25,12 +25,13 @@ def format_stats(iteration: int, max_iters: int, stats: dict[str, float]) -> str
 
 
 class Progress:
-    def __init__(self, start: int, max_iters: int, description: str) -> None:
+    def __init__(self, start: int, max_iters: int, description: str, enabled: bool = True) -> None:
         self.max_iters = max_iters
+        self.enabled = enabled
         self.bar = None
         self.started = time.perf_counter()
         self.start_iter = start
-        if is_interactive():
+        if enabled and is_interactive():
             from rich.progress import BarColumn, MofNCompleteColumn, TextColumn, TimeRemainingColumn
             from rich.progress import Progress as RichProgress
 
@@ -53,7 +54,7 @@ class Progress:
             self.bar.update(
                 self.task, completed=iteration, stats=format_stats(iteration, self.max_iters, stats)
             )
-        else:
+        elif self.enabled:
             log.info("%s | ETA %s", format_stats(iteration, self.max_iters, stats), self._eta(iteration))
 
     def _eta(self, iteration: int) -> str:

@@ -56,6 +56,12 @@ def resume_run(run_dir: Path) -> int:
             f"iterations); nothing to resume, nothing changed."
         )
         return 0
+    if metrics.get("status") == "diverged":
+        raise CnnbenchError(
+            f"{run_dir} diverged at iteration {metrics.get('diverged_at')}; resuming its last checkpoint "
+            f"with the same settings would diverge again, exactly. Nothing was changed. Start a new run with "
+            f"`cnnbench train` and a lower optimizer.lr or a warm-up (schedule.warmup_iters=400)."
+        )
     cfg = saved_config(run_dir)
     if not (run_dir / CHECKPOINT_NAME).is_file():
         raise CnnbenchError(

@@ -28,14 +28,17 @@ LAYOUT = {
 
 
 class TensorBoardLog:
-    def __init__(self, run_dir: Path, resume_from: int | None = None) -> None:
+    def __init__(self, run_dir: Path, resume_from: int | None = None, enabled: bool = True) -> None:
         # On resume, purge_step makes TensorBoard drop any points a killed run logged after its
         # last checkpoint, so the continued curve has no duplicated or out-of-order steps.
         purge_step = resume_from + 1 if resume_from is not None else None
-        self.writer = SummaryWriter(log_dir=str(run_dir), purge_step=purge_step)
+        # Disabled (ranks other than 0 of a distributed run): every call is a no-op.
+        self.writer = SummaryWriter(log_dir=str(run_dir), purge_step=purge_step) if enabled else None
 
     def start(self, hparams: Mapping[str, object]) -> None:
         """Write the hparams summary and the custom-scalars layout (once, at a run's first start)."""
+        if self.writer is None:
+            return
         clean = {k: (v if isinstance(v, (int, float, str, bool)) else str(v)) for k, v in hparams.items()}
         _experiment, session_start, _session_end = hparams_summary(clean, dict.fromkeys(HPARAM_METRICS, 0.0))
         # Only the session-start record: with no per-run experiment summary, TensorBoard builds the HParams
@@ -45,11 +48,15 @@ class TensorBoardLog:
         self.writer.add_custom_scalars(LAYOUT)
 
     def scalars(self, values: Mapping[str, float], step: int) -> None:
+        if self.writer is None:
+            return
         for tag, value in values.items():
             self.writer.add_scalar(tag, value, global_step=step)
 
     def flush(self) -> None:
-        self.writer.flush()
+        if self.writer is not None:
+            self.writer.flush()
 
     def close(self) -> None:
-        self.writer.close()
+        if self.writer is not None:
+            self.writer.close()

@@ -29,7 +29,9 @@ from cnnbench.data import load_dataset
 from cnnbench.data.augment import BatchAugment, normalization_stats
 from cnnbench.data.loader import DeviceBatches
 from cnnbench.device import autocast, resolve_compile, resolve_device, resolve_precision
+from cnnbench.distributed import all_reduce, context, init
 from cnnbench.errors import CnnbenchError
+from cnnbench.gpus import job_device
 from cnnbench.models import build_model
 from cnnbench.optim import build_optimizer
 from cnnbench.progress import Progress
@@ -81,7 +83,7 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-def rng_state() -> dict[str, Any]:
+def rng_state(device: torch.device | None = None) -> dict[str, Any]:
     np_state = np.random.get_state(legacy=False)
     state = {
         "python": random.getstate(),
@@ -94,12 +96,13 @@ def rng_state() -> dict[str, Any]:
         },
         "torch": torch.get_rng_state(),
     }
-    if torch.cuda.is_available():
-        state["cuda"] = torch.cuda.get_rng_state_all()
+    if device is not None and device.type == "cuda":
+        # This run's GPU only: a resume may see a different number of GPUs (or another index).
+        state["cuda"] = torch.cuda.get_rng_state(device)
     return state
 
 
-def set_rng_state(state: Mapping[str, Any]) -> None:
+def set_rng_state(state: Mapping[str, Any], device: torch.device | None = None) -> None:
     py = state["python"]
     random.setstate((py[0], tuple(py[1]), py[2]))
     npst = state["numpy"]
@@ -112,8 +115,40 @@ def set_rng_state(state: Mapping[str, Any]) -> None:
         }
     )
     torch.set_rng_state(state["torch"])
-    if "cuda" in state and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["cuda"])
+    if "cuda" in state and device is not None and device.type == "cuda":
+        torch.cuda.set_rng_state(state["cuda"], device)
+
+
+# Settings a resumed run may change: where it runs and how fast, not what it computes.
+RESUME_MAY_CHANGE = (
+    "trainer.device",
+    "trainer.compile",
+    "trainer.eval_batch_size",
+    "data.root",
+    "data.download",
+)
+
+
+def _flatten(tree: Any, prefix: str = "") -> dict[str, Any]:
+    if isinstance(tree, Mapping):
+        return {k: v for key, value in tree.items() for k, v in _flatten(value, f"{prefix}{key}.").items()}
+    return {prefix.rstrip("."): tree}
+
+
+def check_same_config(cfg: DictConfig, checkpoint: Mapping[str, Any], run_dir: Path) -> None:
+    """The saved config must still be the one the checkpoint was trained with (else: not a continuation)."""
+    saved = _flatten(checkpoint.get("config", {}))
+    now = _flatten(OmegaConf.to_container(cfg, resolve=True))
+    changed = sorted(
+        k for k in saved.keys() | now.keys() if saved.get(k) != now.get(k) and k not in RESUME_MAY_CHANGE
+    )
+    if changed:
+        shown = ", ".join(f"{k}: {saved.get(k)!r} -> {now.get(k)!r}" for k in changed[:6])
+        raise CnnbenchError(
+            f"The config in {run_dir / '.hydra' / 'config.yaml'} differs from the one checkpoint.pt was "
+            f"trained with ({shown}), so resuming would not continue the same run. Nothing was changed; "
+            f"restore the saved config, or start a new run with `cnnbench train` and the new settings."
+        )
 
 
 def model_options_of(cfg: DictConfig) -> dict[str, Any]:
@@ -157,10 +192,15 @@ class Trainer:
         check_config(cfg)
         self.cfg = cfg
         self.run_dir = Path(run_dir)
+        self.dist = context()
+        self.is_main = self.dist.is_main
         self.ckpt_path = self.run_dir / CHECKPOINT_NAME
         checkpoint = load_checkpoint(self.ckpt_path) if resume else None
+        if checkpoint is not None:
+            check_same_config(cfg, checkpoint, self.run_dir)
         # `restart`: a resumed sweep starting a job that never reached its first checkpoint.
-        if not resume and not restart and (self.ckpt_path.exists() or (self.run_dir / METRICS_NAME).exists()):
+        fresh = not resume and not restart and self.is_main
+        if fresh and (self.ckpt_path.exists() or (self.run_dir / METRICS_NAME).exists()):
             raise CnnbenchError(
                 f"{self.run_dir} already holds a run (checkpoint.pt or metrics.json); cnnbench never "
                 f"overwrites results. Continue it with `cnnbench resume {self.run_dir}`, or train into a "
@@ -169,7 +209,10 @@ class Trainer:
 
         t = cfg.trainer
         self.max_iters = int(t.max_iters)
-        self.device = resolve_device(t.device)
+        self.device = resolve_device(job_device(t.device))
+        if self.dist.enabled and self.device.type == "cuda":
+            self.device = torch.device("cuda", self.dist.local_rank)
+        init(self.dist)
         self.precision = resolve_precision(t.precision, self.device)
         self.autocast = autocast(self.device, self.precision)
         seed_everything(int(cfg.seed))
@@ -190,23 +233,40 @@ class Trainer:
             cfg.model.name, depth=int(cfg.depth), num_classes=data.num_classes, **model_options_of(cfg)
         )
         self.params = sum(p.numel() for p in model.parameters())
+        if self.dist.enabled and t.sync_bn:
+            if self.device.type != "cuda":
+                raise CnnbenchError(
+                    "trainer.sync_bn=true needs GPUs (PyTorch's SyncBatchNorm runs on CUDA only); on CPUs "
+                    "drop it: each process then normalizes over its share of the batch."
+                )
+            model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(model)
         memory_format = torch.channels_last if t.channels_last else torch.contiguous_format
         self.model = model.to(self.device, memory_format=memory_format)
         self.compiled = resolve_compile(t.compile, self.device)
-        # Static shapes (full batches only) let the compiled graph be reused every step.
-        self.forward = (
-            torch.compile(self.model, mode="max-autotune-no-cudagraphs") if self.compiled else self.model
-        )
+        train_model: torch.nn.Module = self.model
+        if self.dist.enabled:
+            from torch.nn.parallel import DistributedDataParallel
+
+            ids = [self.device.index] if self.device.type == "cuda" else None
+            train_model = DistributedDataParallel(self.model, device_ids=ids)
+        # Static shapes (full batches only) let the compiled graphs be reused every step. Evaluation
+        # uses the bare model: only rank 0 evaluates, and DDP's forward would wait for the others.
+        self.forward = self._compile(train_model)
+        self.eval_forward = self._compile(self.model)
 
         self.optimizer = build_optimizer(self.model.parameters(), cfg.optimizer)
         self.lr_at = make_lr_schedule(cfg.schedule, float(cfg.optimizer.lr), self.max_iters)
         self.scaler = torch.amp.GradScaler(self.device.type) if self.precision == "fp16" else None
 
         self.batches = DeviceBatches(
-            self.train_images, self.train_labels, int(t.batch_size), seed=int(cfg.seed)
+            self.train_images,
+            self.train_labels,
+            int(t.batch_size),
+            seed=int(cfg.seed),
+            shard=(self.dist.rank, self.dist.world_size),
         )
         mean, std = normalization_stats(self.train_images, cfg.data.get("normalize", "pixel_mean"))
-        aug_gen = torch.Generator(device=self.device).manual_seed(int(cfg.seed) + 1)
+        aug_gen = torch.Generator(device=self.device).manual_seed(int(cfg.seed) + 1 + 1000 * self.dist.rank)
         self.augment = BatchAugment(mean, std, int(cfg.augment.padding), bool(cfg.augment.flip), aug_gen)
 
         # Training-window accumulators live on the device; read only at sync points.
@@ -221,8 +281,13 @@ class Trainer:
         self.metrics: dict[str, Any] = {}
         if checkpoint is not None:
             self.load_state_dict(checkpoint)
+            if self.dist.rank > 0:  # the checkpoint holds rank 0's augmentation stream
+                self.augment.generator.manual_seed(int(cfg.seed) + 1 + 1000 * self.dist.rank + self.iteration)
         self.resumed = checkpoint is not None
         self.restarted = restart
+
+    def _compile(self, module: torch.nn.Module) -> torch.nn.Module:
+        return torch.compile(module, mode="max-autotune-no-cudagraphs") if self.compiled else module
 
     # ----- state -----------------------------------------------------------------------------------
     def state_dict(self) -> dict[str, Any]:
@@ -232,7 +297,7 @@ class Trainer:
             "model": self.model.state_dict(),
             "optimizer": self.optimizer.state_dict(),
             "scaler": self.scaler.state_dict() if self.scaler else None,
-            "rng": rng_state(),
+            "rng": rng_state(self.device),
             "sampler": self.batches.state_dict(),
             "augment_rng": self.augment.generator.get_state(),
             "window": {
@@ -258,7 +323,7 @@ class Trainer:
             ) from None
         if self.scaler and state.get("scaler"):
             self.scaler.load_state_dict(state["scaler"])
-        set_rng_state(state["rng"])
+        set_rng_state(state["rng"], self.device)
         self.batches.load_state_dict(state["sampler"])
         self.augment.generator.set_state(state["augment_rng"])
         window = state["window"]
@@ -277,7 +342,8 @@ class Trainer:
         if int(self.first_bad_iter.item()) < 0 and not self._weights_finite():
             self.first_bad_iter.fill_(self.iteration + 1)
         self._check_finite()
-        save_checkpoint(self.state_dict(), self.ckpt_path)
+        if self.is_main:
+            save_checkpoint(self.state_dict(), self.ckpt_path)
 
     def _weights_finite(self) -> bool:
         # Parameters only: the next training loss depends on them, not on BatchNorm's running statistics.
@@ -320,7 +386,7 @@ class Trainer:
             strict=True,
         ):
             with self.autocast():
-                logits = self.forward(
+                logits = self.eval_forward(
                     self.augment.normalize(xb).contiguous(memory_format=torch.channels_last)
                 )
             loss_sum += F.cross_entropy(logits.float(), yb, reduction="sum").double()
@@ -331,7 +397,8 @@ class Trainer:
 
     # ----- sync points -----------------------------------------------------------------------------
     def _check_finite(self) -> None:
-        bad = int(self.first_bad_iter.item())
+        # Every rank reaches the same sync points, so the collective is matched; a NaN on any rank stops all.
+        bad = int(all_reduce(self.first_bad_iter, "max").item())
         if bad >= 0:
             raise RunDiverged(
                 f"The training loss became non-finite (NaN/inf) at iteration {bad}; the run diverged. "
@@ -341,9 +408,11 @@ class Trainer:
 
     def _window_stats(self) -> dict[str, float]:
         self._check_finite()
-        n = self.window_iters * int(self.cfg.trainer.batch_size)
+        n = self.window_iters * int(self.cfg.trainer.batch_size)  # the global batch, over all ranks
+        all_reduce(self.window_loss)
+        all_reduce(self.window_errors)
         stats = {
-            "loss/train": self.window_loss.item() / self.window_iters,
+            "loss/train": self.window_loss.item() / (self.window_iters * self.dist.world_size),
             "error/train": self.window_errors.item() / n,
         }
         self.window_loss.zero_()
@@ -352,6 +421,8 @@ class Trainer:
         return stats
 
     def _write_metrics(self, status: str, **extra: Any) -> None:
+        if not self.is_main:
+            return
         self.metrics.update(
             status=status,
             model=self.cfg.model.name,
@@ -376,12 +447,15 @@ class Trainer:
         t = self.cfg.trainer
         log_every, eval_every, ckpt_every = int(t.log_every), int(t.eval_every), int(t.ckpt_every)
         tb = TensorBoardLog(
-            self.run_dir, resume_from=self.iteration if self.resumed or self.restarted else None
+            self.run_dir,
+            resume_from=self.iteration if self.resumed or self.restarted else None,
+            enabled=self.is_main,
         )
-        env = environment(self.device, self.precision, self.compiled, self.synthetic)
         if self.resumed:
             log.info("Resuming %s at iteration %d/%d", self.run_dir, self.iteration, self.max_iters)
-        else:
+        elif self.is_main:
+            env = environment(self.device, self.precision, self.compiled, self.synthetic)
+            env["world_size"] = self.dist.world_size
             write_json_atomic(self.run_dir / ENV_NAME, env)
             tb.start(hparams_of(self.cfg, self.params, self.precision, self.synthetic))
         label = f"{self.cfg.model.name}-{self.cfg.depth} on {self.data_name}" + (
@@ -399,12 +473,13 @@ class Trainer:
             self.run_dir,
         )
         self._write_metrics("running", message=None)
-        progress = Progress(self.iteration, self.max_iters, label)
+        progress = Progress(self.iteration, self.max_iters, label, enabled=self.is_main)
         window_start = time.perf_counter()
         last_tick = window_start
         try:
             with GracefulStop() as stop:
-                while self.iteration < self.max_iters and stop.signum is None:
+                stopping = False
+                while self.iteration < self.max_iters and not stopping:
                     self.train_step()
                     it = self.iteration
                     progress.advance(it)
@@ -419,7 +494,7 @@ class Trainer:
                         self.metrics.update(train_loss=stats["loss/train"], train_error=stats["error/train"])
                         progress.report(it, stats)
                         window_start = now
-                    if it % eval_every == 0 or done:
+                    if (it % eval_every == 0 or done) and self.is_main:
                         self._evaluate_all(tb, progress)
                         window_start = time.perf_counter()
                     now = time.perf_counter()
@@ -429,13 +504,16 @@ class Trainer:
                         self.checkpoint()
                     if it % eval_every == 0 and not done:
                         self._write_metrics("running")
-                if stop.signum is not None and self.iteration < self.max_iters:
+                    stopping = self._stop_agreed(stop, log_every)
+                if stopping and self.iteration < self.max_iters:
                     self.checkpoint()
                     self._write_metrics(
                         "interrupted", message=f"stopped by {signal.Signals(stop.signum).name}"
                     )
                     raise SystemExit(self._interrupted_message(stop.signum))
             self._write_metrics("completed", message=None)
+            if not self.is_main:
+                return self.metrics
             log.info(
                 "Done: train error %.2f%%, test error %.2f%% (best %.2f%% at iteration %s) -> %s",
                 100 * self.metrics["train_error"],
@@ -459,6 +537,16 @@ class Trainer:
         finally:
             progress.close()
             tb.close()
+
+    def _stop_agreed(self, stop: GracefulStop, log_every: int) -> bool:
+        """Whether to stop after this step. Ranks agree at logging points only (no per-step collective)."""
+        if not self.dist.enabled:
+            return stop.signum is not None
+        if self.iteration % log_every:
+            return False
+        flag = all_reduce(torch.tensor(stop.signum or 0, device=self.device), "max")
+        stop.signum = stop.signum or int(flag.item()) or None
+        return stop.signum is not None
 
     def _evaluate_all(self, tb: TensorBoardLog, progress: Progress) -> None:
         results: dict[str, float] = {}
@@ -496,7 +584,12 @@ def run(cfg: DictConfig, run_dir: Path, resume: bool = False, restart: bool = Fa
             f"The config lacks a key cnnbench needs ({type(exc).__name__}: {str(exc).splitlines()[0]}). "
             f"Nothing was changed; restore the key (see `cnnbench config`) in {run_dir / '.hydra'}."
         ) from None
-    return trainer.train()
+    from cnnbench.distributed import shutdown
+
+    try:
+        return trainer.train()
+    finally:
+        shutdown()
 
 
 def run_status(run_dir: Path) -> str | None:

@@ -27,6 +27,7 @@ from pathlib import Path
 import pytest
 import torch
 import yaml
+from omegaconf import DictConfig
 from typer.testing import CliRunner
 
 from cnnbench.checkpoint import CHECKPOINT_NAME, load_checkpoint
@@ -150,6 +151,27 @@ def cli(monkeypatch: pytest.MonkeyPatch) -> Cli:
         return result.exit_code, result.output
 
     return invoke
+
+
+def compose_tiny(*overrides: str) -> DictConfig:
+    """The tiny run's config, composed as `cnnbench train` would, for in-process runs."""
+    from hydra import compose, initialize_config_dir
+    from hydra.core.global_hydra import GlobalHydra
+
+    from cnnbench.config import conf_dir
+
+    GlobalHydra.instance().clear()
+    with initialize_config_dir(config_dir=str(conf_dir()), version_base="1.3"):
+        return compose(config_name="config", overrides=[*TINY, "trainer.eval_every=10", *overrides])
+
+
+@pytest.fixture
+def one_thread() -> Iterator[None]:
+    """In-process training with the subprocesses' thread count (bitwise-comparable results)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
 
 
 # ----- helpers --------------------------------------------------------------------------------------
@@ -423,7 +445,12 @@ BROKEN = {
     "foreign checkpoint": (_foreign, "not a cnnbench checkpoint"),
     "no checkpoint": (_no_checkpoint, "no checkpoint.pt"),
     "unknown model": (_edit_config(lambda c: c["model"].update(name="nosuchnet")), "Unknown model"),
-    "other depth": (_edit_config(lambda c: c.update(depth=14)), "does not fit"),
+    "other depth": (_edit_config(lambda c: c.update(depth=14)), "differs from the one checkpoint.pt"),
+    # Same weight shapes, so only the config comparison can tell: it must not resume as another model.
+    "plain edited to resnet": (
+        _edit_config(lambda c: c["model"].update(name="resnet")),
+        "model.name: 'plain' -> 'resnet'",
+    ),
     "no batch size": (_edit_config(lambda c: c["trainer"].pop("batch_size")), "trainer.batch_size"),
     "no augment.flip": (_edit_config(lambda c: c["augment"].pop("flip")), "flip"),
     "no seed": (_edit_config(lambda c: c.pop("seed")), "seed"),
@@ -478,25 +505,10 @@ def test_divergence_stops_with_a_message_and_keeps_the_last_good_checkpoint(
     params = {k: v for k, v in state["model"].items() if k.endswith(("weight", "bias"))}
     assert params and all(bool(v.isfinite().all()) for v in params.values())
 
-
-def compose_tiny(*overrides: str):
-    from hydra import compose, initialize_config_dir
-    from hydra.core.global_hydra import GlobalHydra
-
-    from cnnbench.config import conf_dir
-
-    GlobalHydra.instance().clear()
-    with initialize_config_dir(config_dir=str(conf_dir()), version_base="1.3"):
-        return compose(config_name="config", overrides=[*TINY, "trainer.eval_every=10", *overrides])
-
-
-@pytest.fixture
-def one_thread() -> Iterator[None]:
-    """In-process training with the subprocesses' thread count (bitwise-comparable results)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+    before = snapshot(run)
+    code, out = cli("resume", str(run))
+    assert_clean_error(code, out, "diverged", "would diverge again")
+    assert snapshot(run) == before, "a refused resume changes nothing"
 
 
 def test_an_exception_is_status_failed_with_its_message_and_resume_continues(
@@ -650,6 +662,7 @@ def test_resume_of_a_sweep_finishes_the_interrupted_job_only(
     assert f"1 finished ({done.name}: completed)" in out
     assert f"Resuming: {stopped.name}" in out
     assert f"{done.name}: already completed, skipped" in out
+    assert "Launching 2 jobs locally" in out  # the sweep's own (basic) launcher
     assert snapshot(done) == untouched
     metrics = metrics_of(stopped)
     assert metrics["status"] == "completed" and metrics["iteration"] == 20
@@ -678,5 +691,6 @@ def test_resume_of_a_joblib_sweep(tmp_path: Path) -> None:
     out = result.stdout + result.stderr
     assert result.returncode == 0, out
     assert f"Resuming: {lost.name}" in out
+    assert "Joblib.Parallel(n_jobs=2" in out  # the sweep's own launcher
     assert snapshot(done) == untouched
     assert final_metrics(lost) == expected

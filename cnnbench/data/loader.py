@@ -10,7 +10,29 @@ import torch
 
 
 class DeviceBatches:
-    def __init__(self, images: torch.Tensor, labels: torch.Tensor, batch_size: int, seed: int) -> None:
+    def __init__(
+        self,
+        images: torch.Tensor,
+        labels: torch.Tensor,
+        batch_size: int,
+        seed: int,
+        shard: tuple[int, int] = (0, 1),
+    ) -> None:
+        """``batch_size`` is the global batch; ``shard=(rank, world_size)`` takes this rank's slice of it.
+
+        Every rank draws the same order (same seed), so the ranks' slices together are exactly the
+        batch a single process would train on.
+        """
+        rank, world_size = shard
+        if batch_size % world_size:
+            from cnnbench.errors import CnnbenchError
+
+            raise CnnbenchError(
+                f"trainer.batch_size={batch_size} does not split evenly over {world_size} processes; "
+                f"choose a batch size divisible by {world_size} (the global batch stays trainer.batch_size)."
+            )
+        local = batch_size // world_size
+        self.slice = (rank * local, (rank + 1) * local)
         if batch_size > len(images):
             from cnnbench.errors import CnnbenchError
 
@@ -34,7 +56,7 @@ class DeviceBatches:
     def next(self) -> tuple[torch.Tensor, torch.Tensor]:
         if self.position + self.batch_size > len(self.order):
             self._new_epoch()
-        idx = self.order[self.position : self.position + self.batch_size]
+        idx = self.order[self.position + self.slice[0] : self.position + self.slice[1]]
         self.position += self.batch_size
         return self.images[idx], self.labels[idx]
 

@@ -1,0 +1,48 @@
+"""torchrun with 2 CPU processes (gloo): one set of logs, and a loss close to the single-process run's."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+ARGS = [
+    "data=digits", "model=plain", "depth=8", "trainer.max_iters=40", "trainer.batch_size=32",
+    "trainer.log_every=10", "trainer.eval_every=20", "trainer.ckpt_every=20",
+]  # fmt: skip
+
+
+def _run(cmd: list[str], cwd: Path) -> subprocess.CompletedProcess:
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    return subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True, timeout=300)
+
+
+TORCHRUN = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2"]
+
+
+def test_torchrun_two_cpu_processes_match_a_single_process_run(tmp_path: Path) -> None:
+    ddp = _run([*TORCHRUN, "-m", "cnnbench", "train", *ARGS, "hydra.run.dir=ddp"], tmp_path)
+    assert ddp.returncode == 0, ddp.stdout + ddp.stderr
+    single = _run([sys.executable, "-m", "cnnbench", "train", *ARGS, "hydra.run.dir=single"], tmp_path)
+    assert single.returncode == 0, single.stdout + single.stderr
+
+    run = tmp_path / "ddp"
+    assert len(list(run.glob("events.out.tfevents.*"))) == 1, "only rank 0 writes TensorBoard events"
+    assert (run / "train.log").read_text().count("Done:") == 1, "only rank 0 logs to the run's file"
+    assert json.loads((run / "env.json").read_text())["world_size"] == 2
+    assert not list(tmp_path.glob("outputs")), "no rank wrote a run folder of its own"
+
+    ddp_metrics = json.loads((run / "metrics.json").read_text())
+    single_metrics = json.loads((tmp_path / "single" / "metrics.json").read_text())
+    assert ddp_metrics["status"] == "completed" and ddp_metrics["iteration"] == 40
+    # Same global batches (each rank takes its half of the single run's batch), but BatchNorm statistics
+    # over 16 instead of 32 images (per-rank BN) and each rank's own crops/flips: close, not identical.
+    assert abs(ddp_metrics["train_loss"] - single_metrics["train_loss"]) < 0.15
+
+
+def test_sync_bn_on_cpus_is_a_clear_error(tmp_path: Path) -> None:
+    result = _run([*TORCHRUN, "-m", "cnnbench", "train", *ARGS, "trainer.sync_bn=true"], tmp_path)
+    assert result.returncode != 0
+    assert "trainer.sync_bn=true needs GPUs" in result.stdout + result.stderr
