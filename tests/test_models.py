@@ -165,11 +165,12 @@ def test_every_family_has_a_config_with_the_builders_defaults() -> None:
     for name in FAMILIES:
         conf = OmegaConf.to_container(OmegaConf.load(CONF_DIR / f"{name}.yaml"))
         assert conf.pop("name") == name
-        params = inspect.signature(get_model_spec(name).builder).parameters
+        spec = get_model_spec(name)
+        assert spec.is_valid_depth(conf.pop("default_depth")), f"{name}.yaml: default_depth"
+        params = inspect.signature(spec.builder).parameters
         for key, value in conf.items():
             assert key in params, f"{name}.yaml: {key}"
-            if name != "plain":  # plain.yaml predates block/stochastic_depth
-                assert params[key].default == value, f"{name}.yaml: {key}"
+            assert params[key].default == value, f"{name}.yaml: {key}"
 
 
 # --- forward passes -------------------------------------------------------------------------------
