@@ -10,6 +10,7 @@ if it never ran. ``hydra.output_subdir=null`` keeps Hydra from rewriting the job
 from __future__ import annotations
 
 import logging
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +23,37 @@ from cnnbench.runfiles import read_metrics
 log = logging.getLogger("cnnbench")
 
 SKIP_STATUSES = ("completed", "diverged")
+
+# Settings a resumed run may change: where it runs and how fast, not what it computes.
+RESUME_MAY_CHANGE = (
+    "trainer.device",
+    "trainer.compile",
+    "trainer.eval_batch_size",
+    "data.root",
+    "data.download",
+)
+
+
+def _flatten(tree: Any, prefix: str = "") -> dict[str, Any]:
+    if isinstance(tree, Mapping):
+        return {k: v for key, value in tree.items() for k, v in _flatten(value, f"{prefix}{key}.").items()}
+    return {prefix.rstrip("."): tree}
+
+
+def check_same_config(cfg: DictConfig, checkpoint: Mapping[str, Any], run_dir: Path) -> None:
+    """The saved config must still be the one the checkpoint was trained with (else: not a continuation)."""
+    saved = _flatten(checkpoint.get("config", {}))
+    now = _flatten(OmegaConf.to_container(cfg, resolve=True))
+    changed = sorted(
+        k for k in saved.keys() | now.keys() if saved.get(k) != now.get(k) and k not in RESUME_MAY_CHANGE
+    )
+    if changed:
+        shown = ", ".join(f"{k}: {saved.get(k)!r} -> {now.get(k)!r}" for k in changed[:6])
+        raise CnnbenchError(
+            f"The config in {run_dir / '.hydra' / 'config.yaml'} differs from the one checkpoint.pt was "
+            f"trained with ({shown}), so resuming would not continue the same run. Nothing was changed; "
+            f"restore the saved config, or start a new run with `cnnbench train` and the new settings."
+        )
 
 
 def saved_config(run_dir: Path) -> DictConfig:

@@ -9,16 +9,13 @@ from __future__ import annotations
 
 import logging
 import math
-import random
 import shlex
 import signal
-import threading
 import time
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 from omegaconf import DictConfig, OmegaConf
@@ -35,8 +32,11 @@ from cnnbench.gpus import job_device
 from cnnbench.models import build_model
 from cnnbench.optim import build_optimizer
 from cnnbench.progress import Progress
+from cnnbench.resume import check_same_config
+from cnnbench.rng import rng_state, seed_everything, set_rng_state
 from cnnbench.runfiles import ENV_NAME, METRICS_NAME, environment, read_metrics, write_json_atomic
 from cnnbench.schedule import make_lr_schedule
+from cnnbench.signals import GracefulStop
 from cnnbench.tb import TensorBoardLog
 from cnnbench.validate import check_config
 
@@ -47,108 +47,6 @@ CHECKPOINT_VERSION = 1
 
 class RunDiverged(CnnbenchError):
     exit_code = 3
-
-
-class GracefulStop:
-    """SIGINT/SIGTERM ask the loop to stop after the current step; a second Ctrl-C aborts at once."""
-
-    def __init__(self) -> None:
-        self.signum: int | None = None
-        self._previous: dict[int, Any] = {}
-
-    def __enter__(self) -> GracefulStop:
-        if threading.current_thread() is threading.main_thread():
-            for sig in (signal.SIGINT, signal.SIGTERM):
-                self._previous[sig] = signal.signal(sig, self._handle)
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        for sig, handler in self._previous.items():
-            signal.signal(sig, handler)
-
-    def _handle(self, signum: int, frame: object) -> None:
-        if self.signum is not None and signum == signal.SIGINT:
-            raise KeyboardInterrupt  # checkpoints are atomic: aborting here cannot leave a half-written one
-        self.signum = signum
-        log.warning(
-            "%s received: finishing the current step and writing a checkpoint "
-            "(Ctrl-C again to abort at once).",
-            signal.Signals(signum).name,
-        )
-
-
-def seed_everything(seed: int) -> None:
-    random.seed(seed)
-    np.random.seed(seed % 2**32)
-    torch.manual_seed(seed)
-
-
-def rng_state(device: torch.device | None = None) -> dict[str, Any]:
-    np_state = np.random.get_state(legacy=False)
-    state = {
-        "python": random.getstate(),
-        # As plain tensors/ints so the checkpoint loads with weights_only=True.
-        "numpy": {
-            "key": torch.from_numpy(np_state["state"]["key"].astype(np.int64)),
-            "pos": int(np_state["state"]["pos"]),
-            "has_gauss": int(np_state["has_gauss"]),
-            "gauss": float(np_state["gauss"]),
-        },
-        "torch": torch.get_rng_state(),
-    }
-    if device is not None and device.type == "cuda":
-        # This run's GPU only: a resume may see a different number of GPUs (or another index).
-        state["cuda"] = torch.cuda.get_rng_state(device)
-    return state
-
-
-def set_rng_state(state: Mapping[str, Any], device: torch.device | None = None) -> None:
-    py = state["python"]
-    random.setstate((py[0], tuple(py[1]), py[2]))
-    npst = state["numpy"]
-    np.random.set_state(
-        {
-            "bit_generator": "MT19937",
-            "state": {"key": npst["key"].numpy().astype(np.uint32), "pos": npst["pos"]},
-            "has_gauss": npst["has_gauss"],
-            "gauss": npst["gauss"],
-        }
-    )
-    torch.set_rng_state(state["torch"])
-    if "cuda" in state and device is not None and device.type == "cuda":
-        torch.cuda.set_rng_state(state["cuda"], device)
-
-
-# Settings a resumed run may change: where it runs and how fast, not what it computes.
-RESUME_MAY_CHANGE = (
-    "trainer.device",
-    "trainer.compile",
-    "trainer.eval_batch_size",
-    "data.root",
-    "data.download",
-)
-
-
-def _flatten(tree: Any, prefix: str = "") -> dict[str, Any]:
-    if isinstance(tree, Mapping):
-        return {k: v for key, value in tree.items() for k, v in _flatten(value, f"{prefix}{key}.").items()}
-    return {prefix.rstrip("."): tree}
-
-
-def check_same_config(cfg: DictConfig, checkpoint: Mapping[str, Any], run_dir: Path) -> None:
-    """The saved config must still be the one the checkpoint was trained with (else: not a continuation)."""
-    saved = _flatten(checkpoint.get("config", {}))
-    now = _flatten(OmegaConf.to_container(cfg, resolve=True))
-    changed = sorted(
-        k for k in saved.keys() | now.keys() if saved.get(k) != now.get(k) and k not in RESUME_MAY_CHANGE
-    )
-    if changed:
-        shown = ", ".join(f"{k}: {saved.get(k)!r} -> {now.get(k)!r}" for k in changed[:6])
-        raise CnnbenchError(
-            f"The config in {run_dir / '.hydra' / 'config.yaml'} differs from the one checkpoint.pt was "
-            f"trained with ({shown}), so resuming would not continue the same run. Nothing was changed; "
-            f"restore the saved config, or start a new run with `cnnbench train` and the new settings."
-        )
 
 
 def model_options_of(cfg: DictConfig) -> dict[str, Any]:

@@ -609,7 +609,7 @@ def test_second_ctrl_c_during_the_checkpoint_write_keeps_the_previous_checkpoint
 
 
 def test_graceful_stop_first_signal_asks_second_ctrl_c_aborts() -> None:
-    from cnnbench.train import GracefulStop
+    from cnnbench.signals import GracefulStop
 
     before = signal.getsignal(signal.SIGINT), signal.getsignal(signal.SIGTERM)
     with GracefulStop() as stop:
