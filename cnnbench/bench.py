@@ -11,6 +11,8 @@ What is measured, for the composed config (model, depth, batch size, precision, 
 - ``eval``: ``Trainer.evaluate`` on (a prefix of) the test set;
 - peak memory: ``torch.cuda.max_memory_allocated`` on a GPU, the process's peak RSS on the CPU,
   read before the baseline is built;
+- ``other_cpu_pct``: CPU time other processes used during the train/pure windows (% of one core,
+  Linux), to tell a slow machine from a busy one;
 - ``baseline``: ``benchmarks/baseline.py`` (PIL + per-sample torchvision transforms + DataLoader
   workers + fp32 NCHW + plain SGD) on the same architecture (same initial weights), the same uint8
   images and the same batch size; ``speedup`` = train img/s / baseline img/s.
@@ -32,6 +34,7 @@ import copy
 import importlib
 import json
 import math
+import os
 import resource
 import statistics
 import sys
@@ -52,6 +55,7 @@ DEFAULT_REPEATS = 5
 DEFAULT_WINDOW = 2.0  # seconds per timed window when iters / eval_images are not given
 MIN_AUTO_ITERS, MAX_AUTO_ITERS = 3, 1000
 MIN_INPUT_ITERS = 50  # the input pipeline alone is cheap: time more batches of it
+BUSY_PCT = 20.0  # other processes' CPU use (% of a core) above which the table warns
 
 # The keys of the JSON output (`cnnbench bench --json`), documented in docs/performance.md.
 RESULT_KEYS = (
@@ -82,6 +86,7 @@ RESULT_KEYS = (
     "eval_img_per_s",
     "peak_memory_mb",
     "peak_memory_kind",
+    "other_cpu_pct",
     "baseline_train_img_per_s",
     "baseline_step_ms",
     "speedup",
@@ -118,6 +123,7 @@ def split_bench_options(overrides: Sequence[str]) -> tuple[list[str], dict[str, 
 def compose_config(overrides: Sequence[str]):
     """The composed Hydra config for ``overrides``; ``data=synthetic`` unless data/experiment is set."""
     from hydra import compose, initialize_config_dir
+    from hydra.core.global_hydra import GlobalHydra
     from hydra.errors import HydraException
     from omegaconf.errors import OmegaConfBaseException
 
@@ -127,6 +133,10 @@ def compose_config(overrides: Sequence[str]):
     groups = {item.lstrip("+~").partition("=")[0] for item in overrides}
     if not groups & {"data", "experiment"}:
         overrides.insert(0, "data=synthetic")
+    # A Hydra app that ran earlier in this process may have left Hydra initialized: set it aside.
+    global_hydra = GlobalHydra.instance()
+    previous = global_hydra.hydra if global_hydra.is_initialized() else None
+    global_hydra.clear()
     try:
         with initialize_config_dir(config_dir=str(conf_dir()), version_base="1.3", job_name="bench"):
             return compose(config_name="config", overrides=overrides)
@@ -135,6 +145,10 @@ def compose_config(overrides: Sequence[str]):
         raise CnnbenchError(
             f"{exc}{cause}\nSee the available choices with `cnnbench config --help` and `cnnbench models`."
         ) from None
+    finally:
+        if previous is not None:
+            global_hydra.clear()
+            global_hydra.initialize(previous)
 
 
 def load_baseline():
@@ -179,6 +193,45 @@ def _timed(fn: Callable[[], object], n: int, device: torch.device) -> float:
         fn()
     _sync(device)
     return time.perf_counter() - start
+
+
+class OtherLoad:
+    """CPU time other processes used while we timed (Linux: /proc/stat minus this process's CPU time).
+
+    On shared machines a window that overlaps someone else's job is slower; this makes it visible.
+    ``percent()``: % of one core, averaged over the windows measured so far; None off Linux.
+    """
+
+    def __init__(self) -> None:
+        self.available = Path("/proc/stat").is_file()
+        self.other = self.wall = 0.0
+        self._start: tuple[float, float, float] | None = None
+
+    @staticmethod
+    def _busy_seconds() -> float:
+        with open("/proc/stat") as f:
+            fields = [int(v) for v in f.readline().split()[1:9]]
+        busy = sum(fields) - fields[3] - fields[4]  # all but idle and iowait
+        return busy / os.sysconf("SC_CLK_TCK")
+
+    def start(self) -> None:
+        if self.available:
+            self._start = (self._busy_seconds(), time.process_time(), time.perf_counter())
+
+    def stop(self) -> float | None:
+        """% of one core used by other processes since ``start()``."""
+        if not self.available or self._start is None:
+            return None
+        busy0, own0, wall0 = self._start
+        other = max(self._busy_seconds() - busy0 - (time.process_time() - own0), 0.0)
+        wall = time.perf_counter() - wall0
+        self.other += other
+        self.wall += wall
+        self._start = None
+        return 100.0 * other / max(wall, 1e-9)
+
+    def percent(self) -> float | None:
+        return 100.0 * self.other / self.wall if self.available and self.wall > 0 else None
 
 
 def peak_memory_mb(device: torch.device) -> tuple[float, str]:
@@ -281,15 +334,21 @@ def measure(
 
         samples: dict[str, list[float]] = {"train_step_ms": [], "pure_step_ms": [], "input_ms": []}
         samples["eval_img_per_s"] = []
+        samples["other_cpu_pct"] = []
+        load = OtherLoad()  # measured over the train and pure windows, where only this process runs
         if baseline is not None:
             samples["baseline_step_ms"] = []
         for r in range(repeats):
             tag = f"repeat {r + 1}/{repeats}, {n_iters} iterations"
             # Loop and pure step take turns going first, so neither always follows the baseline.
             pair = [("train_step_ms", trainer.train_step), ("pure_step_ms", pure_step)]
+            load.start()
             for key, step in pair if r % 2 == 0 else pair[::-1]:
                 status(f"{'training loop' if key == 'train_step_ms' else 'pure model step'} ({tag})")
                 samples[key].append(1e3 * _timed(step, n_iters, device) / n_iters)
+            other = load.stop()
+            if other is not None:
+                samples["other_cpu_pct"].append(other)
             samples["input_ms"].append(1e3 * _timed(input_step, input_iters, device) / input_iters)
             status(f"evaluation (repeat {r + 1}/{repeats}, {n_eval} images)")
             seconds = _timed(lambda: trainer.evaluate(eval_x, eval_y), 1, device)
@@ -336,6 +395,7 @@ def measure(
             "eval_img_per_s": _median(samples["eval_img_per_s"]),
             "peak_memory_mb": memory_mb,
             "peak_memory_kind": memory_kind,
+            "other_cpu_pct": load.percent(),
             "baseline_train_img_per_s": None,
             "baseline_step_ms": None,
             "speedup": None,
@@ -417,7 +477,7 @@ def results_table(result: dict[str, Any]):
     row("input pipeline (ms/step)", f"{result['input_ms']:.2f} ({result['input_overhead_pct']:.1f}%)")
     row("eval img/s", f"{result['eval_img_per_s']:,.0f}{_spread(s['eval_img_per_s'], ',.0f')}")
     kind = "peak RSS" if result["peak_memory_kind"] == "rss" else "peak CUDA allocated"
-    row(f"memory ({kind})", f"{result['peak_memory_mb']:,.0f} MB")
+    row(f"memory ({kind})", f"{result['peak_memory_mb']:,.0f} MiB")
     row(
         "precision / layout",
         f"{result['precision']} / {'channels-last' if result['channels_last'] else 'NCHW'}",
@@ -435,6 +495,14 @@ def _caption(result: dict[str, Any]) -> str:
         f"Loop overhead = train step / pure model step - 1; input pipeline: sampling + augmentation "
         f"alone (% of the pure step)."
     )
+    other = result["other_cpu_pct"]
+    if other is not None:
+        text += (
+            f"\nOther processes used {other:.0f}% of a core during the timed windows"
+            f" (per repeat: {', '.join(f'{v:.0f}%' for v in result['samples']['other_cpu_pct'])})."
+        )
+        if other > BUSY_PCT:
+            text += " [yellow]The machine was busy: rerun when it is idle to trust these numbers.[/yellow]"
     if result["speedup"] is not None:
         text += f"\nSpeed-up over the baseline (train img/s): [bold]{result['speedup']:.2f}x[/bold]"
     return text
