@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import os
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Annotated
 
@@ -35,6 +37,18 @@ def _print_error(message: str) -> None:
     from rich.console import Console
 
     Console(stderr=True, highlight=False).print(f"[bold red]error:[/bold red] {message}", soft_wrap=True)
+
+
+@contextmanager
+def user_errors() -> Iterator[None]:
+    """A CnnbenchError inside becomes its one-paragraph message and the exit code; no traceback."""
+    from cnnbench.errors import CnnbenchError
+
+    try:
+        yield
+    except CnnbenchError as exc:
+        _print_error(str(exc))
+        raise typer.Exit(exc.exit_code) from None
 
 
 def run_hydra(args: list[str]) -> int:
@@ -142,9 +156,7 @@ def resume(
 
     Example: cnnbench resume outputs/resnet56/2026-11-23_14-12-03_123456
     """
-    from cnnbench.errors import CnnbenchError
-
-    try:
+    with user_errors():
         if (directory / "multirun.yaml").is_file():
             from cnnbench.resume import resume_sweep
 
@@ -152,9 +164,6 @@ def resume(
         from cnnbench.resume import resume_run
 
         raise typer.Exit(resume_run(directory))
-    except CnnbenchError as exc:
-        _print_error(str(exc))
-        raise typer.Exit(exc.exit_code) from None
 
 
 @app.command()
@@ -175,9 +184,7 @@ def report(
 
     Example: cnnbench report outputs/multirun/2026-11-23_14-12-03_123456
     """
-    from cnnbench.errors import CnnbenchError
-
-    try:
+    with user_errors():
         from rich.console import Console
 
         from cnnbench.report import make_report, print_report
@@ -185,9 +192,6 @@ def report(
         result = make_report(list(directories), out)
         # Piped into a file or a CI log, rich would wrap the table at 80 columns.
         print_report(result, Console(width=None if sys.stdout.isatty() else 160))
-    except CnnbenchError as exc:
-        _print_error(str(exc))
-        raise typer.Exit(exc.exit_code) from None
 
 
 @app.command()
@@ -205,21 +209,17 @@ def models(
 
     Example: cnnbench models --depths 20,32,44,56,110
     """
-    from cnnbench.errors import CnnbenchError
-
     try:
+        wanted = [int(d) for d in depths.split(",")] if depths else None
+    except ValueError:
+        _print_error(f"--depths {depths!r} must be comma-separated integers, e.g. --depths 20,32,44,56.")
+        raise typer.Exit(2) from None
+    with user_errors():
         from rich.console import Console
 
         from cnnbench.models.summary import model_table
 
-        wanted = [int(d) for d in depths.split(",")] if depths else None
         Console().print(model_table(wanted, only=model, with_flops=flops))
-    except ValueError:
-        _print_error(f"--depths {depths!r} must be comma-separated integers, e.g. --depths 20,32,44,56.")
-        raise typer.Exit(2) from None
-    except CnnbenchError as exc:
-        _print_error(str(exc))
-        raise typer.Exit(exc.exit_code) from None
 
 
 @app.command(context_settings=FORWARD)
@@ -236,15 +236,10 @@ def bench(
 
     Example: cnnbench bench model=resnet depth=56 data=synthetic
     """
-    from cnnbench.errors import CnnbenchError
-
-    try:
+    with user_errors():
         from cnnbench.bench import run_bench
 
         run_bench(list(overrides or []), as_json=as_json, with_baseline=baseline)
-    except CnnbenchError as exc:
-        _print_error(str(exc))
-        raise typer.Exit(exc.exit_code) from None
 
 
 def main() -> None:
