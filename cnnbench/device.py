@@ -75,10 +75,15 @@ def autocast(device: torch.device, precision: str) -> Callable[[], contextlib.Ab
     return lambda: torch.autocast(device_type=device.type, dtype=dtype)
 
 
-def resolve_compile(flag: object, device: torch.device) -> bool:
-    """``auto`` -> compile on CUDA, not on the CPU (where it does not pay off for these nets)."""
+# On the CPU, compiling costs ~30 s and saves ~5% per step (docs/performance.md): it pays off only
+# for long runs, and short ones (quick experiments, tests) stay eager.
+CPU_COMPILE_MIN_ITERS = 10_000
+
+
+def resolve_compile(flag: object, device: torch.device, max_iters: int = 0) -> bool:
+    """``auto`` -> compile on CUDA, and on the CPU for runs of at least CPU_COMPILE_MIN_ITERS iterations."""
     if flag == "auto":
-        return device.type == "cuda"
+        return device.type == "cuda" or max_iters >= CPU_COMPILE_MIN_ITERS
     if isinstance(flag, bool):
         return flag
     raise CnnbenchError(f"trainer.compile={flag!r} must be auto, true or false.")

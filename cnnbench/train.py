@@ -140,7 +140,11 @@ class Trainer:
             model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(model)
         memory_format = torch.channels_last if t.channels_last else torch.contiguous_format
         self.model = model.to(self.device, memory_format=memory_format)
-        self.compiled = resolve_compile(t.compile, self.device)
+        self.compiled = resolve_compile(t.compile, self.device, self.max_iters)
+        if self.compiled and t.compile == "auto":
+            # Chosen for speed, not asked for: where inductor cannot build (no C++ compiler on a
+            # laptop), run eagerly instead of failing.
+            torch._dynamo.config.suppress_errors = True
         train_model: torch.nn.Module = self.model
         if self.dist.enabled:
             from torch.nn.parallel import DistributedDataParallel

@@ -21,6 +21,7 @@ TINY_BENCH = [
     "depth=8",
     "trainer.batch_size=32",
     "trainer.eval_batch_size=64",
+    "trainer.compile=false",  # the default 64k iterations would compile on the CPU
 ]
 FAST = {"iters": 2, "warmup": 1, "repeats": 2}
 
