@@ -234,6 +234,10 @@ def bench(
     baseline written the way popular CIFAR ResNet reimplementations are (PIL + per-sample transforms +
     DataLoader workers, fp32 NCHW) on the same model, data and batch size, and prints the speed-up.
 
+    Without data= (or experiment=) the data is synthetic (CIFAR-sized random images, no download).
+    Protocol options as overrides: bench.iters, bench.warmup, bench.repeats, bench.window (seconds per
+    timed window), bench.eval_images. The default 64k iterations compile the model (trainer.compile=auto).
+
     Example: cnnbench bench model=resnet depth=56 data=synthetic
     """
     with user_errors():
