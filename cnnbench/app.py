@@ -16,13 +16,10 @@ from omegaconf import DictConfig
 
 from cnnbench.config import conf_dir
 from cnnbench.errors import CnnbenchError
+from cnnbench.runfiles import existing_run_error, holds_run
 
 # Set (through hydra.job.env_set, so every launcher passes it on) by `cnnbench resume SWEEP_DIR`.
 RESUME_ENV = "CNNBENCH_RESUME"
-
-
-def holds_run(folder: Path) -> bool:
-    return (folder / "checkpoint.pt").exists() or (folder / "metrics.json").exists()
 
 
 def _refuse(error: CnnbenchError) -> NoReturn:
@@ -42,13 +39,7 @@ class RefuseOverwrite(Callback):
             return  # torchrun: rank 0 checks (and the other ranks find its files there)
         run_dir = Path(str(config.hydra.run.dir))
         if holds_run(run_dir):
-            _refuse(
-                CnnbenchError(
-                    f"{run_dir} already holds a run (checkpoint.pt or metrics.json); cnnbench never "
-                    f"overwrites results. Continue it with `cnnbench resume {run_dir}`, or train into a new "
-                    f"folder (drop hydra.run.dir=... or choose another one)."
-                )
-            )
+            _refuse(existing_run_error(run_dir))
 
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
         if config.hydra.job.env_set.get(RESUME_ENV):

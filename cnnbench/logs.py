@@ -33,21 +33,12 @@ class ConsoleHandler(logging.Handler):
 
 
 def setup_logging(run_dir: Path) -> None:
-    """The same handlers as a Hydra run, appending to the run folder's train.log (used on resume)."""
-    logging.config.dictConfig(
-        {
-            "version": 1,
-            "formatters": {"simple": {"format": PLAIN_FORMAT}},
-            "handlers": {
-                "console": {"class": "cnnbench.logs.ConsoleHandler"},
-                "file": {
-                    "class": "logging.FileHandler",
-                    "formatter": "simple",
-                    "filename": str(run_dir / "train.log"),
-                    "mode": "a",
-                },
-            },
-            "root": {"level": "INFO", "handlers": ["console", "file"]},
-            "disable_existing_loggers": False,
-        }
-    )
+    """The handlers of a Hydra run (conf/hydra/job_logging/cnnbench.yaml), appending to the run folder's
+    train.log; used by `cnnbench resume`, which runs outside Hydra."""
+    from omegaconf import OmegaConf
+
+    from cnnbench.config import conf_dir
+
+    config = OmegaConf.load(conf_dir() / "hydra" / "job_logging" / "cnnbench.yaml")
+    config.handlers.file.filename = str(run_dir / "train.log")  # Hydra fills in its output dir here
+    logging.config.dictConfig(OmegaConf.to_container(config))

@@ -17,6 +17,21 @@ ENV_NAME = "env.json"
 STATUSES = ("running", "completed", "interrupted", "diverged", "failed")
 
 
+def holds_run(folder: Path) -> bool:
+    return (folder / "checkpoint.pt").exists() or (folder / METRICS_NAME).exists()
+
+
+def existing_run_error(folder: Path) -> Exception:
+    """The refusal to train into a folder that holds a run (results are never overwritten)."""
+    from cnnbench.errors import CnnbenchError
+
+    return CnnbenchError(
+        f"{folder} already holds a run (checkpoint.pt or metrics.json); cnnbench never overwrites "
+        f"results. Continue it with `cnnbench resume {folder}`, or train into a new folder (drop "
+        f"hydra.run.dir=... or choose another one)."
+    )
+
+
 def write_json_atomic(path: Path, data: dict[str, Any]) -> None:
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     try:

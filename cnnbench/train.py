@@ -34,7 +34,14 @@ from cnnbench.optim import build_optimizer
 from cnnbench.progress import Progress
 from cnnbench.resume import check_same_config
 from cnnbench.rng import rng_state, seed_everything, set_rng_state
-from cnnbench.runfiles import ENV_NAME, METRICS_NAME, environment, read_metrics, write_json_atomic
+from cnnbench.runfiles import (
+    ENV_NAME,
+    METRICS_NAME,
+    environment,
+    existing_run_error,
+    holds_run,
+    write_json_atomic,
+)
 from cnnbench.schedule import make_lr_schedule
 from cnnbench.signals import GracefulStop
 from cnnbench.tb import TensorBoardLog
@@ -98,12 +105,8 @@ class Trainer:
             check_same_config(cfg, checkpoint, self.run_dir)
         # `restart`: a resumed sweep starting a job that never reached its first checkpoint.
         fresh = not resume and not restart and self.is_main
-        if fresh and (self.ckpt_path.exists() or (self.run_dir / METRICS_NAME).exists()):
-            raise CnnbenchError(
-                f"{self.run_dir} already holds a run (checkpoint.pt or metrics.json); cnnbench never "
-                f"overwrites results. Continue it with `cnnbench resume {self.run_dir}`, or train into a "
-                f"new folder (drop hydra.run.dir=... or choose another one)."
-            )
+        if fresh and holds_run(self.run_dir):
+            raise existing_run_error(self.run_dir)
 
         t = cfg.trainer
         self.max_iters = int(t.max_iters)
@@ -492,8 +495,3 @@ def run(cfg: DictConfig, run_dir: Path, resume: bool = False, restart: bool = Fa
         return trainer.train()
     finally:
         shutdown()
-
-
-def run_status(run_dir: Path) -> str | None:
-    metrics = read_metrics(run_dir)
-    return metrics.get("status") if metrics else None
