@@ -18,9 +18,10 @@ from torch import nn
 from cnnbench.errors import CnnbenchError
 from cnnbench.models import build_model, get_model_spec, list_models, paper_param_count
 from cnnbench.models.common import ResidualBlock, linear_decay
-from cnnbench.models.paper import _FIGURES
+from cnnbench.models.paper import paper_params
 from cnnbench.models.preact_resnet import PreActBasicBlock, PreActBottleneck
 from cnnbench.models.resnet import BasicBlock, Bottleneck
+from cnnbench.reference import conditions, entries
 
 CONF_DIR = Path(__file__).resolve().parents[1] / "conf" / "model"
 FAMILIES = [
@@ -64,12 +65,17 @@ def test_resnet_table6(depth: int, millions: float, shortcut: str) -> None:
     assert paper_param_count("resnet", depth, {"shortcut": shortcut}) == millions
 
 
-# Every figure in the paper table, built with exactly the options it is for.
+# Every figure in reference.yaml for a family cnnbench builds, built with exactly the options it is for
+# (a range such as `dropout: {gt: 0}` does not change the count; the builder's default is used).
 ALL_FIGURES = [
-    (name, depth, conditions, millions)
-    for name, entries in _FIGURES.items()
-    for conditions, table, _ in entries
-    for depth, millions in table.items()
+    (
+        entry["model"],
+        entry["depth"],
+        {k: v for k, v in conditions(entry).items() if not isinstance(v, dict)},
+        entry["params_m"],
+    )
+    for entry in entries()
+    if entry["model"] in FAMILIES and entry.get("params_m") is not None and not entry.get("params_misprinted")
 ]
 
 
@@ -89,6 +95,7 @@ def test_every_paper_figure_matches(name: str, depth: int, options: dict, millio
         ("preact_resnet", 164, {}, 1.7),
         ("preact_resnet", 1001, {}, 10.2),
         ("resnet", 110, {"stochastic_depth": 0.5}, 1.7),
+        ("resnet", 1202, {"stochastic_depth": 0.5}, 19.4),  # not the DenseNet table's misprinted 10.2
         ("wide_resnet", 16, {"width": 8}, 11.0),
         ("wide_resnet", 28, {}, 36.5),
         ("wide_resnet", 40, {"width": 4}, 8.9),
@@ -128,16 +135,20 @@ def test_stochastic_depth_adds_no_parameters() -> None:
     assert count("preact_resnet", 164, stochastic_depth=0.5) == count("preact_resnet", 164)
 
 
-def test_registry_paper_params_are_the_defaults_figures() -> None:
+def test_paper_params_are_the_defaults_figures() -> None:
     for name in list_models():
-        spec = get_model_spec(name)
+        depths = {e["depth"] for e in entries() if e["model"] == name}
         default_figures = {
             depth: paper_param_count(name, depth)
-            for entries in _FIGURES.get(name, [])
-            for depth in entries[1]
+            for depth in depths
             if paper_param_count(name, depth) is not None
         }
-        assert spec.paper_params == default_figures, name
+        assert paper_params(name) == default_figures, name
+    assert paper_params("resnet") == {20: 0.27, 32: 0.46, 44: 0.66, 56: 0.85, 110: 1.7, 1202: 19.4}
+    assert paper_params("preact_resnet") == {164: 1.7, 1001: 10.2}
+    assert paper_params("wide_resnet") == {16: 17.1, 22: 26.8, 28: 36.5}
+    assert paper_params("densenet") == {100: 0.8}
+    assert paper_params("plain") == paper_params("vgg") == {}
 
 
 def test_paper_param_count_none_where_no_paper_prints_one() -> None:

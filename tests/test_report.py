@@ -229,6 +229,16 @@ def config(
 def test_paper_reference_he_table_6() -> None:
     ref = paper_reference(config({"name": "resnet", "shortcut": "A"}, 20))
     assert ref["test_error"] == 8.75 and ref["params_m"] == 0.27 and ref["dataset"] == "C10+"
+    # The model section as conf/model/resnet.yaml composes it: stochastic_depth 1.0 is a survival
+    # probability (off), not "on".
+    composed = {
+        "name": "resnet",
+        "shortcut": "A",
+        "default_depth": 20,
+        "block": "basic",
+        "stochastic_depth": 1.0,
+    }
+    assert paper_reference(config(composed, 20))["test_error"] == 8.75
     ref110 = paper_reference(config("resnet", 110))
     assert (ref110["test_error"], ref110["test_error_mean"], ref110["test_error_std"]) == (6.43, 6.61, 0.16)
     assert [a["test_error"] for a in ref110["also"]] == [6.61, 6.41]  # second-hand, from the DenseNet table
@@ -242,16 +252,23 @@ def test_paper_reference_he_table_6() -> None:
 def test_paper_reference_densenet_table() -> None:
     sd = paper_reference(config({"name": "resnet", "stochastic_depth": 0.5}, 110, augment="none"))
     assert sd["test_error"] == 11.66 and "Densely Connected" in sd["citation"]
-    dense = {"name": "densenet", "growth_rate": 12}
+    dense = {"name": "densenet", "growth_rate": 12, "bottleneck": False}  # compression null -> 1.0
     assert paper_reference(config(dense, 100, data="cifar100"))["test_error"] == 20.20
     bc = {**dense, "bottleneck": True, "compression": 0.5}
     assert paper_reference(config(bc, 100, data="cifar100"))["test_error"] == 22.27
     assert paper_reference(config(bc, 100, data="svhn", augment="none"))["test_error"] == 1.76
-    assert paper_reference(config({"name": "wide_resnet", "width": 10}, 28))["test_error"] == 4.17
+    assert (
+        paper_reference(config({"name": "wide_resnet", "width": 10, "dropout": 0.0}, 28))["test_error"]
+        == 4.17
+    )
     assert paper_reference(config({"name": "wide_resnet", "width": 10, "dropout": 0.3}, 28)) is None
-    preact = {"name": "preact_resnet", "bottleneck": True}
+    preact = {"name": "preact_resnet", "block": "bottleneck"}
     assert paper_reference(config(preact, 164, augment="none"))["note"].startswith("*")
-    assert paper_reference(config("preact_resnet", 164)) is None  # the paper's 164 is a bottleneck net
+    assert paper_reference(config("preact_resnet", 164))["test_error"] == 5.46  # bottleneck is the default
+    basic = {"name": "preact_resnet", "block": "basic"}
+    assert paper_reference(config(basic, 164)) is None  # the paper's 164 is a bottleneck net
+    # Misses a builder's default: densenet's defaults are DenseNet-BC (bottleneck, compression null -> 0.5).
+    assert paper_reference(config("densenet", 100))["method"] == "DenseNet-BC (k = 12)"
     assert paper_reference(config("nin", None))["test_error"] == 8.81
     # Plain names work too (metrics.json style).
     assert (

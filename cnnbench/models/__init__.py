@@ -1,4 +1,7 @@
-"""Model families, registered by name. ``build_model("resnet", depth=56, num_classes=10)``."""
+"""Model families, registered by name. ``build_model("resnet", depth=56, num_classes=10)``.
+
+Importing this package registers every family; ``registry`` itself imports none of them.
+"""
 
 # Importing a family's module registers it.
 from cnnbench.models import (  # noqa: F401

@@ -24,7 +24,6 @@ from cnnbench.models.common import (
     check_int,
     init_he,
 )
-from cnnbench.models.paper import paper_table
 from cnnbench.models.registry import register_model
 
 
@@ -115,7 +114,6 @@ def _is_6n_plus_4(depth: int) -> bool:
     is_valid_depth=_is_3n_plus_4,
     depth_rule="6n+4 with bottleneck=true (the default) or 3n+4 with bottleneck=false (n layers per block)",
     example_depths=(40, 100, 190, 250),
-    paper_params=paper_table("densenet", growth_rate=12, bottleneck=True, compression=0.5),
     description="DenseNet / DenseNet-BC (Huang et al. 2017), growth rate k, bottleneck, compression",
 )
 def densenet(

@@ -13,7 +13,6 @@ import torch.nn.functional as F
 from torch import nn
 
 from cnnbench.models.common import ResidualBlock, check_stochastic_depth, init_he, set_stochastic_depth
-from cnnbench.models.paper import paper_table
 from cnnbench.models.registry import register_model
 from cnnbench.models.resnet import blocks_per_stage, is_resnet_depth
 
@@ -134,7 +133,6 @@ _BLOCK_TYPES: dict[str, type[PreActBasicBlock | PreActBottleneck]] = {
     is_valid_depth=is_resnet_depth,
     depth_rule="9n+2 with block=bottleneck (the default) or 6n+2 with block=basic (n >= 1 blocks per stage)",
     example_depths=(56, 110, 164, 1001),
-    paper_params=paper_table("preact_resnet", block="bottleneck"),
     description="Pre-activation ResNet (He et al. 2016b), bottleneck or basic blocks",
 )
 def preact_resnet(

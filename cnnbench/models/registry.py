@@ -1,14 +1,17 @@
 """Models registered by name (in the spirit of timm's registry).
 
 A family registers a builder ``f(depth, num_classes, **options) -> nn.Module`` plus what the CLI and
-the error messages need to know about it: which depths are valid and the papers' parameter counts.
+the error messages need to know about it: which depths are valid. The families register when
+``cnnbench.models`` is imported (which importing this module does first, as its parent package); this
+module imports no family. The papers' parameter counts are in ``cnnbench/reference.yaml``
+(``cnnbench.models.paper``).
 """
 
 from __future__ import annotations
 
 import inspect
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from torch import nn
 
@@ -22,8 +25,6 @@ class ModelSpec:
     is_valid_depth: Callable[[int], bool]
     depth_rule: str  # human-readable, e.g. "6n+2"
     example_depths: tuple[int, ...]
-    # Depth -> parameter count printed in the paper (in millions), for the default options.
-    paper_params: dict[int, float] = field(default_factory=dict)
     description: str = ""
 
 
@@ -36,7 +37,6 @@ def register_model(
     is_valid_depth: Callable[[int], bool],
     depth_rule: str,
     example_depths: Iterable[int],
-    paper_params: dict[int, float] | None = None,
     description: str = "",
 ) -> Callable[[Callable[..., nn.Module]], Callable[..., nn.Module]]:
     """Decorator: register ``builder`` under ``name``."""
@@ -50,7 +50,6 @@ def register_model(
             is_valid_depth=is_valid_depth,
             depth_rule=depth_rule,
             example_depths=tuple(example_depths),
-            paper_params=dict(paper_params or {}),
             description=description or (inspect.getdoc(builder) or "").split("\n")[0],
         )
         return builder
@@ -58,18 +57,11 @@ def register_model(
     return decorator
 
 
-def _ensure_loaded() -> None:
-    # Importing the package registers every family.
-    import cnnbench.models  # noqa: F401
-
-
 def list_models() -> list[str]:
-    _ensure_loaded()
     return sorted(_REGISTRY)
 
 
 def get_model_spec(name: str) -> ModelSpec:
-    _ensure_loaded()
     if name not in _REGISTRY:
         raise CnnbenchError(
             f"Unknown model {name!r}. Available models: {', '.join(sorted(_REGISTRY))}. "

@@ -25,7 +25,6 @@ from cnnbench.models.common import (
     init_he,
     set_stochastic_depth,
 )
-from cnnbench.models.paper import paper_table
 from cnnbench.models.registry import register_model
 
 __all__ = ["BasicBlock", "Bottleneck", "CifarResNet", "ZeroPadShortcut", "init_he", "make_shortcut"]
@@ -224,7 +223,6 @@ _EXAMPLE_DEPTHS = (20, 32, 44, 56, 110, 1202)
     is_valid_depth=is_resnet_depth,
     depth_rule=RESNET_DEPTH_RULE,
     example_depths=_EXAMPLE_DEPTHS,
-    paper_params=paper_table("resnet", block="basic"),
     description="CIFAR ResNet (He et al. 2016), basic or bottleneck blocks, shortcut option A or B",
 )
 def resnet(

@@ -5,8 +5,8 @@ Depth 6n+4: a 3x3 conv with 16 filters, three stages of n pre-activation basic b
 (the paper uses 0.3 on CIFAR); 1x1 projections where the shape changes, including the first block
 whenever k > 1.
 
-The papers print counts per (depth, width), so ``paper_params`` below holds the default width's column
-(WRN-28-10) and ``cnnbench.models.paper.paper_param_count`` answers for any width.
+The papers' counts per (depth, width) are in ``cnnbench/reference.yaml``;
+``cnnbench.models.paper.paper_param_count`` answers for any width.
 """
 
 from __future__ import annotations
@@ -18,7 +18,6 @@ from cnnbench.models.common import (
     check_int,
     check_stochastic_depth,
 )
-from cnnbench.models.paper import paper_table
 from cnnbench.models.preact_resnet import PreActBasicBlock, PreActResNet
 from cnnbench.models.registry import register_model
 
@@ -32,7 +31,6 @@ def _is_6n_plus_4(depth: int) -> bool:
     is_valid_depth=_is_6n_plus_4,
     depth_rule="6n+4 (n >= 1 blocks per stage)",
     example_depths=(16, 22, 28, 40),
-    paper_params=paper_table("wide_resnet", width=10),
     description="Wide ResNet WRN-d-k (Zagoruyko & Komodakis 2016), width k, dropout between convs",
 )
 def wide_resnet(

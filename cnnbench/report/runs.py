@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 from collections.abc import Iterable, Mapping
@@ -113,11 +114,19 @@ def _read_config(run_dir: Path) -> dict[str, Any] | None:
     from omegaconf import OmegaConf
 
     try:
+        conf = OmegaConf.load(path)
         # resolve=False: interpolations such as ${hydra:...} cannot be resolved outside the Hydra job.
-        loaded = OmegaConf.to_container(OmegaConf.load(path), resolve=False)
+        loaded = OmegaConf.to_container(conf, resolve=False)
     except Exception as exc:  # YAML and OmegaConf errors have no common base class
         raise ValueError(f"{path} is unreadable ({exc})") from exc
-    return loaded if isinstance(loaded, dict) else None
+    if not isinstance(loaded, dict):
+        return None
+    if isinstance(loaded.get("depth"), str):
+        # Without a depth override Hydra saves `depth: ${model.default_depth}`; that one resolves here.
+        # Another interpolation stays as it is (metrics.json's depth is used instead).
+        with contextlib.suppress(Exception):
+            loaded["depth"] = conf.depth
+    return loaded
 
 
 def _fraction(value: Any) -> float | None:
@@ -165,12 +174,15 @@ def load_run(run_dir: Path) -> Run:
     }
     design.update({f"trainer.{k}": trainer[k] for k in _DESIGN_TRAINER_KEYS if k in trainer})
     seed = cfg.get("seed", metrics.get("seed"))
+    depth = _int(cfg.get("depth"))
+    if depth is None:  # no config, or a depth interpolation that did not resolve
+        depth = _int(metrics.get("depth"))
     max_iters = metrics.get("max_iters")
     return Run(
         path=run_dir,
         status=str(metrics.get("status") or "unknown"),
         model=model,
-        depth=_int(cfg.get("depth", metrics.get("depth"))),
+        depth=depth,
         data=_section_name(cfg.get("data")) or str(metrics.get("data") or "unknown"),
         augment=_section_name(cfg.get("augment")),
         options=options,
