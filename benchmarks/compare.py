@@ -1,7 +1,8 @@
 """Interleaved A/B timing of the real training loop under several configs, in one process.
 
-Each variant is a full ``Trainer`` (its own model, data, sampler, augmentation); after the warm-up the
-variants take turns (the order rotates every repeat) timing ``--iters`` calls of ``train_step()``, so
+Each variant has its own engine parts (model, data, sampler, augmentation) and ``TrainStep``, the step
+`cnnbench train` runs; after the warm-up the variants take turns (the order rotates every repeat)
+timing ``--iters`` training steps, so
 load from other processes falls on all of them alike. Reports the median step time, img/s, and the
 median of the per-repeat ratios against the first variant (the most robust figure on shared cores).
 
@@ -20,7 +21,6 @@ import argparse
 import json
 import statistics
 import sys
-import tempfile
 from pathlib import Path
 
 import torch
@@ -28,7 +28,8 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from cnnbench.bench import _timed, compose_config  # noqa: E402
-from cnnbench.train import Trainer  # noqa: E402
+from cnnbench.engine.parts import Parts, build_parts  # noqa: E402
+from cnnbench.engine.step import TrainStep  # noqa: E402
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -50,39 +51,42 @@ def main(argv: list[str] | None = None) -> int:
 
     common = args.common.split()
     names = [name for name, _ in args.variant]
-    trainers: dict[str, Trainer] = {}
+    variants: dict[str, tuple[Parts, object]] = {}
     warmup_s: dict[str, list[float]] = {}
-    with tempfile.TemporaryDirectory(prefix="cnnbench-compare-") as tmp:
-        for name, extra in args.variant:
-            cfg = compose_config([*common, *extra.split()])
-            run_dir = Path(tmp) / name
-            run_dir.mkdir()
-            trainer = Trainer(cfg, run_dir)
-            print(f"warming up {name} ({trainer.precision}, compiled={trainer.compiled})", file=sys.stderr)
-            warmup_s[name] = [_timed(trainer.train_step, 1, trainer.device) for _ in range(args.warmup)]
-            trainers[name] = trainer
+    for name, extra in args.variant:
+        parts = build_parts(compose_config([*common, *extra.split()]))
+        step, counter = TrainStep(parts), iter(range(10**12))
 
-        ms: dict[str, list[float]] = {name: [] for name in names}
-        for r in range(args.repeats):
-            order = names[r % len(names) :] + names[: r % len(names)]
-            for name in order:
-                trainer = trainers[name]
-                ms[name].append(1e3 * _timed(trainer.train_step, args.iters, trainer.device) / args.iters)
-            print(
-                f"repeat {r + 1}/{args.repeats}: " + ", ".join(f"{n} {ms[n][-1]:.0f} ms" for n in names),
-                file=sys.stderr,
-            )
+        def train_step(step=step, counter=counter) -> None:
+            step(next(counter))
+
+        print(f"warming up {name} ({parts.precision}, compiled={parts.compiled})", file=sys.stderr)
+        with parts.compile_fallback():
+            warmup_s[name] = [_timed(train_step, 1, parts.device) for _ in range(args.warmup)]
+        variants[name] = (parts, train_step)
+
+    ms: dict[str, list[float]] = {name: [] for name in names}
+    for r in range(args.repeats):
+        order = names[r % len(names) :] + names[: r % len(names)]
+        for name in order:
+            parts, train_step = variants[name]
+            with parts.compile_fallback():
+                ms[name].append(1e3 * _timed(train_step, args.iters, parts.device) / args.iters)
+        print(
+            f"repeat {r + 1}/{args.repeats}: " + ", ".join(f"{n} {ms[n][-1]:.0f} ms" for n in names),
+            file=sys.stderr,
+        )
 
     first = names[0]
     results = {}
     for name in names:
-        trainer = trainers[name]
-        bs = int(trainer.cfg.trainer.batch_size)
+        parts = variants[name][0]
+        bs = parts.batch_size
         median_ms = statistics.median(ms[name])
         ratios = [a / b for a, b in zip(ms[first], ms[name], strict=True)]
         results[name] = {
-            "precision": trainer.precision,
-            "compiled": trainer.compiled,
+            "precision": parts.precision,
+            "compiled": parts.compiled,
             "step_ms": median_ms,
             "img_per_s": bs * 1e3 / median_ms,
             f"speedup_vs_{first}": statistics.median(ratios),

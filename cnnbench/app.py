@@ -15,7 +15,7 @@ from hydra.experimental.callback import Callback
 from omegaconf import DictConfig
 
 from cnnbench.config import conf_dir
-from cnnbench.errors import CnnbenchError
+from cnnbench.errors import CnnbenchError, print_error
 from cnnbench.runfiles import existing_run_error, holds_run
 
 # Set (through hydra.job.env_set, so every launcher passes it on) by `cnnbench resume SWEEP_DIR`.
@@ -25,9 +25,7 @@ RESUME_ENV = "CNNBENCH_RESUME"
 def _refuse(error: CnnbenchError) -> NoReturn:
     # Hydra turns an Exception raised by a callback into a warning and carries on (writing .hydra/ and
     # multirun.yaml over the old ones); SystemExit is no Exception, so it stops Hydra before any write.
-    from cnnbench.cli import _print_error
-
-    _print_error(str(error))
+    print_error(str(error))
     raise SystemExit(error.exit_code)
 
 
@@ -37,6 +35,7 @@ class RefuseOverwrite(Callback):
     def on_run_start(self, config: DictConfig, **kwargs: Any) -> None:
         if int(os.environ.get("RANK", "0")) > 0:
             return  # torchrun: rank 0 checks (and the other ranks find its files there)
+        _refuse_unswept_experiment(config)
         run_dir = Path(str(config.hydra.run.dir))
         if holds_run(run_dir):
             _refuse(existing_run_error(run_dir))
@@ -54,6 +53,29 @@ class RefuseOverwrite(Callback):
                     f"hydra.sweep.dir=...)."
                 )
             )
+
+
+def _refuse_unswept_experiment(config: DictConfig) -> None:
+    """An experiment that carries a sweep (hydra.sweeper.params), started without -m, would silently
+    train only its first configuration for the full budget; refuse unless every swept key is set."""
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    params = config.hydra.sweeper.get("params") or {}
+    overrides = OverridesParser.create().parse_overrides(list(config.hydra.overrides.task))
+    given = {o.key_or_group for o in overrides}
+    unset = [key for key in params if key not in given]
+    if unset:
+        experiment = next((o.value() for o in overrides if o.key_or_group == "experiment"), "this experiment")
+        sweep = "; ".join(f"{key}: {params[key]}" for key in params)
+        example = " ".join(f"{key}={str(params[key]).split(',')[0]}" for key in unset)
+        _refuse(
+            CnnbenchError(
+                f"experiment={experiment} is a sweep ({sweep}); without -m only one of its jobs would train. "
+                f"Run the sweep with `cnnbench train -m experiment={experiment}`, or train one of its jobs "
+                f"by setting {', '.join(unset)} too (e.g. `cnnbench train experiment={experiment} "
+                f"{example}`)."
+            )
+        )
 
 
 def _refuse_unnamed_sweeps(config: DictConfig) -> None:

@@ -2,26 +2,25 @@
 
 What is measured, for the composed config (model, depth, batch size, precision, device, compile):
 
-- ``train``: ``Trainer.train_step()`` back to back (sampling, on-device augmentation, forward,
+- ``train``: the engine's ``TrainStep`` back to back (sampling, on-device augmentation, forward,
   backward, optimizer step, device-side accumulators), synchronized only at the end of each window;
 - ``pure``: forward + backward + optimizer step alone, on one resident, already augmented batch, with
   the same model, optimizer, precision and memory format; the loop overhead is
   ``train step time / pure step time - 1``;
 - ``input``: the sampler and the augmentation alone (the part of the overhead that is not bookkeeping);
-- ``eval``: ``Trainer.evaluate`` on (a prefix of) the test set;
+- ``eval``: the engine's ``evaluate`` on (a prefix of) the test set;
 - peak memory: ``torch.cuda.max_memory_allocated`` on a GPU, the process's peak RSS on the CPU,
   read before the baseline is built;
 - ``other_cpu_pct``: CPU time other processes used during the train/pure windows (% of one core,
   Linux), to tell a slow machine from a busy one;
-- ``baseline``: ``benchmarks/baseline.py`` (PIL + per-sample torchvision transforms + DataLoader
+- ``baseline``: ``cnnbench/baseline.py`` (PIL + per-sample torchvision transforms + DataLoader
   workers + fp32 NCHW + plain SGD) on the same architecture (same initial weights), the same uint8
   images and the same batch size; ``speedup`` = train img/s / baseline img/s.
 
 Warm-up iterations are excluded. The windows are interleaved (train and pure in alternating order,
 input, eval, baseline; ``repeats`` times) so that load from other processes hits every measurement
 alike, and each figure is the median over the repeats. Without ``iters`` / ``eval_images`` each
-window lasts about ``window`` seconds, sized from the warm-up. Nothing is written: the trainer gets a
-temporary run folder.
+window lasts about ``window`` seconds, sized from the warm-up. Nothing is written to disk.
 
 Bench options ride along with the Hydra overrides: ``bench.iters=N`` (also ``+bench.iters=N``),
 ``bench.warmup``, ``bench.repeats``, ``bench.window`` (seconds), ``bench.eval_images``. Without a
@@ -31,21 +30,18 @@ Bench options ride along with the Hydra overrides: ``bench.iters=N`` (also ``+be
 from __future__ import annotations
 
 import copy
-import importlib
 import json
 import math
 import os
 import resource
 import statistics
 import sys
-import tempfile
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 
 from cnnbench.errors import CnnbenchError
 
@@ -152,20 +148,10 @@ def compose_config(overrides: Sequence[str]):
 
 
 def load_baseline():
-    """``benchmarks/baseline.py`` of the source checkout, imported as ``benchmarks.baseline``.
+    """The DataLoader baseline module (``cnnbench.baseline``, shipped with the package)."""
+    from cnnbench import baseline
 
-    Imported by name from the checkout's top folder (appended to ``sys.path``), so DataLoader
-    workers started with spawn/forkserver can unpickle its dataset class too.
-    """
-    top = Path(__file__).resolve().parent.parent
-    if not (top / "benchmarks" / "baseline.py").is_file():
-        raise CnnbenchError(
-            f"The DataLoader baseline (benchmarks/baseline.py) ships with the source checkout and is not "
-            f"under {top}; run `cnnbench bench --no-baseline`, or run from a checkout of cnnbench."
-        )
-    if str(top) not in sys.path:
-        sys.path.append(str(top))
-    return importlib.import_module("benchmarks.baseline")
+    return baseline
 
 
 def _check_options(iters: int | None, warmup: int, repeats: int, window: float, eval_images: int | None):
@@ -180,13 +166,18 @@ def _check_options(iters: int | None, warmup: int, repeats: int, window: float, 
 
 
 # ----- timing helpers ------------------------------------------------------------------------------
-def _sync(device: torch.device) -> None:
-    if device.type == "cuda":
+def _sync(device: torch.device | None) -> None:
+    if device is not None and device.type == "cuda":
         torch.cuda.synchronize(device)
 
 
-def _timed(fn: Callable[[], object], n: int, device: torch.device) -> float:
-    """Seconds for ``n`` calls of ``fn``, synchronizing the device only before and after."""
+def _timed(fn: Callable[[], object], n: int, device: torch.device | None = None) -> float:
+    """Seconds for exactly ``n`` back-to-back calls of ``fn``, synchronizing the device only before and after.
+
+    Not ``torch.utils.benchmark.Timer``: its ``timeit`` runs untimed warm-up calls inside every window,
+    which would add steps to the interleaved protocol (and triple each one-pass evaluation window); the
+    protocol does its own warm-up once, up front.
+    """
     _sync(device)
     start = time.perf_counter()
     for _ in range(n):
@@ -260,55 +251,56 @@ def measure(
     eval_images: int | None = None,
     status: Callable[[str], None] = lambda message: None,
 ) -> dict[str, Any]:
-    """Run the benchmark for the composed config ``cfg``; returns the result dict (``RESULT_KEYS``)."""
-    from cnnbench.train import Trainer
+    """Run the benchmark for the composed config ``cfg``; returns the result dict (``RESULT_KEYS``).
+
+    The parts, the step and the evaluation are the engine's own (``cnnbench.engine``): what is timed
+    here is what `cnnbench train` runs. Nothing is written to disk.
+    """
+    from cnnbench.engine.parts import build_parts
+    from cnnbench.engine.step import TrainStep, evaluate
+    from cnnbench.validate import check_config
 
     _check_options(iters, warmup, repeats, window, eval_images)
+    check_config(cfg)
     baseline_module = load_baseline() if with_baseline else None
 
-    with tempfile.TemporaryDirectory(prefix="cnnbench-bench-") as tmp:
-        status("building the trainer")
-        if torch.cuda.is_available():
-            torch.cuda.reset_peak_memory_stats()
-        trainer = Trainer(cfg, Path(tmp))
-        device = trainer.device
-        batch_size = int(cfg.trainer.batch_size)
-        eval_batch_size = int(cfg.trainer.eval_batch_size)
-        # Same architecture and initial weights for the baseline, copied before any step.
-        baseline_model = copy.deepcopy(trainer.model) if with_baseline else None
+    status("building the model and loading the data")
+    if torch.cuda.is_available():
+        torch.cuda.reset_peak_memory_stats()
+    parts = build_parts(cfg)
+    device, batch_size = parts.device, parts.batch_size
+    eval_batch_size = int(cfg.trainer.eval_batch_size)
+    # Same architecture and initial weights for the baseline, copied before any step.
+    baseline_model = copy.deepcopy(parts.model) if with_baseline else None
 
-        # The pure step: one resident, augmented batch through the same model/optimizer/precision.
-        images, labels = trainer.batches.next()
-        pure_x, pure_y = trainer.augment(images), labels
-        optimizer, scaler = trainer.optimizer, trainer.scaler
+    step = TrainStep(parts)
+    counter = iter(range(10**12))
 
-        def pure_step() -> None:
-            with trainer.autocast():
-                logits = trainer.forward(pure_x)
-            loss = F.cross_entropy(logits.float(), pure_y)
-            optimizer.zero_grad(set_to_none=True)
-            if scaler is not None:
-                scaler.scale(loss).backward()
-                scaler.step(optimizer)
-                scaler.update()
-            else:
-                loss.backward()
-                optimizer.step()
+    def train_step() -> None:
+        step(next(counter))
 
-        def input_step() -> None:
-            trainer.augment(trainer.batches.next()[0])
+    # The pure step: one resident, augmented batch through the same model/optimizer/precision.
+    images, labels = parts.batches.next()
+    pure_x, pure_y = parts.augment(images), labels
 
-        test_images, test_labels = trainer.eval_sets["test"]
+    def pure_step() -> None:
+        step.update(pure_x, pure_y)
 
+    def input_step() -> None:
+        parts.augment(parts.batches.next()[0])
+
+    test_images, test_labels = parts.data.eval_sets["test"]
+
+    with parts.compile_fallback():
         # Warm-up (excluded): allocator, oneDNN/cuDNN algorithm choice, torch.compile.
         status(f"warming up ({warmup} steps)")
-        step_times = [_timed(trainer.train_step, 1, device) for _ in range(warmup)]
+        step_times = [_timed(train_step, 1, device) for _ in range(warmup)]
         for _ in range(warmup):
             pure_step()
         _timed(input_step, 2, device)
         first = min(eval_batch_size, len(test_labels))
         eval_warm = [
-            _timed(lambda: trainer.evaluate(test_images[:first], test_labels[:first]), 1, device)
+            _timed(lambda: evaluate(parts, test_images[:first], test_labels[:first]), 1, device)
             for _ in range(2)
         ]
         memory_mb, memory_kind = peak_memory_mb(device)  # before the baseline exists
@@ -327,7 +319,7 @@ def measure(
         baseline = None
         if baseline_module is not None:
             status("building the DataLoader baseline")
-            baseline = _build_baseline(baseline_module, cfg, trainer, baseline_model)
+            baseline = _build_baseline(baseline_module, cfg, parts, baseline_model)
             for _ in range(warmup):
                 baseline.train_step()
             baseline.stop()
@@ -341,17 +333,17 @@ def measure(
         for r in range(repeats):
             tag = f"repeat {r + 1}/{repeats}, {n_iters} iterations"
             # Loop and pure step take turns going first, so neither always follows the baseline.
-            pair = [("train_step_ms", trainer.train_step), ("pure_step_ms", pure_step)]
+            pair = [("train_step_ms", train_step), ("pure_step_ms", pure_step)]
             load.start()
-            for key, step in pair if r % 2 == 0 else pair[::-1]:
+            for key, fn in pair if r % 2 == 0 else pair[::-1]:
                 status(f"{'training loop' if key == 'train_step_ms' else 'pure model step'} ({tag})")
-                samples[key].append(1e3 * _timed(step, n_iters, device) / n_iters)
+                samples[key].append(1e3 * _timed(fn, n_iters, device) / n_iters)
             other = load.stop()
             if other is not None:
                 samples["other_cpu_pct"].append(other)
             samples["input_ms"].append(1e3 * _timed(input_step, input_iters, device) / input_iters)
             status(f"evaluation (repeat {r + 1}/{repeats}, {n_eval} images)")
-            seconds = _timed(lambda: trainer.evaluate(eval_x, eval_y), 1, device)
+            seconds = _timed(lambda: evaluate(parts, eval_x, eval_y), 1, device)
             samples["eval_img_per_s"].append(n_eval / seconds)
             if baseline is not None:
                 status(f"baseline ({tag})")
@@ -360,64 +352,64 @@ def measure(
                 samples["baseline_step_ms"].append(1e3 * seconds / n_iters)
                 baseline.stop()
 
-        bad = int(trainer.first_bad_iter.item())
-        if bad >= 0:
-            status(f"warning: the training loss became non-finite at iteration {bad}")
+    bad = int(step.first_bad_iter.item())
+    if bad >= 0:
+        status(f"warning: the training loss became non-finite at iteration {bad}")
 
-        train_ms = _median(samples["train_step_ms"])
-        pure_ms = _median(samples["pure_step_ms"])
-        input_ms = _median(samples["input_ms"])
-        result: dict[str, Any] = {
-            "model": str(cfg.model.name),
-            "depth": int(cfg.depth),
-            "params": trainer.params,
-            "data": trainer.data_name,
-            "synthetic": bool(trainer.synthetic),
-            "train_images": len(trainer.train_labels),
-            "test_images": len(test_labels),
-            "batch_size": batch_size,
-            "device": str(device),
-            "precision": trainer.precision,
-            "compiled": bool(trainer.compiled),
-            "channels_last": bool(cfg.trainer.channels_last),
-            "threads": torch.get_num_threads(),
-            "torch": torch.__version__,
-            "iters": n_iters,
-            "warmup": warmup,
-            "repeats": repeats,
-            "eval_images": n_eval,
-            "train_img_per_s": batch_size / (train_ms / 1e3),
-            "train_step_ms": train_ms,
-            "pure_step_ms": pure_ms,
-            "loop_overhead_pct": 100.0 * (train_ms / pure_ms - 1.0),
-            "input_ms": input_ms,
-            "input_overhead_pct": 100.0 * input_ms / pure_ms,
-            "eval_img_per_s": _median(samples["eval_img_per_s"]),
-            "peak_memory_mb": memory_mb,
-            "peak_memory_kind": memory_kind,
-            "other_cpu_pct": load.percent(),
-            "baseline_train_img_per_s": None,
-            "baseline_step_ms": None,
-            "speedup": None,
-            "samples": samples,
-        }
-        if baseline is not None:
-            base_ms = _median(samples["baseline_step_ms"])
-            result.update(
-                baseline_train_img_per_s=batch_size / (base_ms / 1e3),
-                baseline_step_ms=base_ms,
-                speedup=base_ms / train_ms,
-            )
-        return result
+    train_ms = _median(samples["train_step_ms"])
+    pure_ms = _median(samples["pure_step_ms"])
+    input_ms = _median(samples["input_ms"])
+    result: dict[str, Any] = {
+        "model": str(cfg.model.name),
+        "depth": int(cfg.depth),
+        "params": parts.params,
+        "data": parts.data.name,
+        "synthetic": bool(parts.data.synthetic),
+        "train_images": len(parts.data.train_labels),
+        "test_images": len(test_labels),
+        "batch_size": batch_size,
+        "device": str(device),
+        "precision": parts.precision,
+        "compiled": bool(parts.compiled),
+        "channels_last": parts.memory_format == torch.channels_last,
+        "threads": torch.get_num_threads(),
+        "torch": torch.__version__,
+        "iters": n_iters,
+        "warmup": warmup,
+        "repeats": repeats,
+        "eval_images": n_eval,
+        "train_img_per_s": batch_size / (train_ms / 1e3),
+        "train_step_ms": train_ms,
+        "pure_step_ms": pure_ms,
+        "loop_overhead_pct": 100.0 * (train_ms / pure_ms - 1.0),
+        "input_ms": input_ms,
+        "input_overhead_pct": 100.0 * input_ms / pure_ms,
+        "eval_img_per_s": _median(samples["eval_img_per_s"]),
+        "peak_memory_mb": memory_mb,
+        "peak_memory_kind": memory_kind,
+        "other_cpu_pct": load.percent(),
+        "baseline_train_img_per_s": None,
+        "baseline_step_ms": None,
+        "speedup": None,
+        "samples": samples,
+    }
+    if baseline is not None:
+        base_ms = _median(samples["baseline_step_ms"])
+        result.update(
+            baseline_train_img_per_s=batch_size / (base_ms / 1e3),
+            baseline_step_ms=base_ms,
+            speedup=base_ms / train_ms,
+        )
+    return result
 
 
-def _build_baseline(module, cfg, trainer, model):
-    """The classic pipeline on the trainer's own uint8 training images (copied to the host)."""
-    device = trainer.device
+def _build_baseline(module, cfg, parts, model):
+    """The classic pipeline on the run's own uint8 training images (copied to the host)."""
+    device = parts.device
     loader = module.make_loader(
-        trainer.train_images.cpu(),
-        trainer.train_labels.cpu(),
-        int(cfg.trainer.batch_size),
+        parts.data.train_images.cpu(),
+        parts.data.train_labels.cpu(),
+        parts.batch_size,
         seed=int(cfg.seed),
         pin_memory=device.type == "cuda",
     )

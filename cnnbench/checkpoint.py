@@ -9,8 +9,9 @@ from typing import Any
 import torch
 
 from cnnbench.errors import CnnbenchError
+from cnnbench.runfiles import CHECKPOINT_NAME
 
-CHECKPOINT_NAME = "checkpoint.pt"
+__all__ = ["CHECKPOINT_NAME", "load_checkpoint", "save_checkpoint"]
 
 
 def save_checkpoint(state: dict[str, Any], path: Path) -> None:

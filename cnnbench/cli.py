@@ -11,6 +11,8 @@ from typing import Annotated
 
 import typer
 
+from cnnbench.errors import print_error
+
 app = typer.Typer(
     name="cnnbench",
     help=(
@@ -33,12 +35,6 @@ OverridesArg = Annotated[
 ]
 
 
-def _print_error(message: str) -> None:
-    from rich.console import Console
-
-    Console(stderr=True, highlight=False).print(f"[bold red]error:[/bold red] {message}", soft_wrap=True)
-
-
 @contextmanager
 def user_errors() -> Iterator[None]:
     """A CnnbenchError inside becomes its one-paragraph message and the exit code; no traceback."""
@@ -47,7 +43,7 @@ def user_errors() -> Iterator[None]:
     try:
         yield
     except CnnbenchError as exc:
-        _print_error(str(exc))
+        print_error(str(exc))
         raise typer.Exit(exc.exit_code) from None
 
 
@@ -67,11 +63,11 @@ def run_hydra(args: list[str]) -> int:
 
         hydra_app()
     except CnnbenchError as exc:
-        _print_error(str(exc))
+        print_error(str(exc))
         return exc.exit_code
     except (HydraException, OmegaConfBaseException) as exc:
         cause = f" ({exc.__cause__})" if exc.__cause__ else ""
-        _print_error(
+        print_error(
             f"{exc}{cause}\nSee the available choices with `cnnbench config --help` and `cnnbench models`."
         )
         return 2
@@ -108,7 +104,7 @@ def train(
     """
     args = list(overrides or [])
     if multirun and {"--cfg", "-c", "--info", "-i"} & set(args):
-        _print_error("--cfg/--info print one configuration; use them without -m/--multirun.")
+        print_error("--cfg/--info print one configuration; use them without -m/--multirun.")
         raise typer.Exit(2)
     ctx = distributed_setup(multirun)
     if ctx.rank > 0:
@@ -124,7 +120,7 @@ def distributed_setup(multirun: bool):
     ctx = context()
     if ctx.enabled:
         if multirun:
-            _print_error(
+            print_error(
                 "torchrun trains one run over several processes; -m/--multirun is not supported there."
             )
             raise typer.Exit(2)
@@ -212,7 +208,7 @@ def models(
     try:
         wanted = [int(d) for d in depths.split(",")] if depths else None
     except ValueError:
-        _print_error(f"--depths {depths!r} must be comma-separated integers, e.g. --depths 20,32,44,56.")
+        print_error(f"--depths {depths!r} must be comma-separated integers, e.g. --depths 20,32,44,56.")
         raise typer.Exit(2) from None
     with user_errors():
         from rich.console import Console

@@ -13,3 +13,10 @@ class CnnbenchError(Exception):
         super().__init__(message)
         if exit_code is not None:
             self.exit_code = exit_code
+
+
+def print_error(message: str) -> None:
+    """How every command shows a user error: ``error: <message>`` on stderr, no traceback."""
+    from rich.console import Console
+
+    Console(stderr=True, highlight=False).print(f"[bold red]error:[/bold red] {message}", soft_wrap=True)

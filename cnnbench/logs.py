@@ -7,6 +7,8 @@ import logging.config
 import sys
 from pathlib import Path
 
+from cnnbench.runfiles import LOG_NAME
+
 PLAIN_FORMAT = "[%(asctime)s][%(name)s][%(levelname)s] - %(message)s"
 
 
@@ -40,5 +42,5 @@ def setup_logging(run_dir: Path) -> None:
     from cnnbench.config import conf_dir
 
     config = OmegaConf.load(conf_dir() / "hydra" / "job_logging" / "cnnbench.yaml")
-    config.handlers.file.filename = str(run_dir / "train.log")  # Hydra fills in its output dir here
+    config.handlers.file.filename = str(run_dir / LOG_NAME)  # Hydra fills in its output dir here
     logging.config.dictConfig(OmegaConf.to_container(config))

@@ -10,54 +10,21 @@ if it never ran. ``hydra.output_subdir=null`` keeps Hydra from rewriting the job
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
-from cnnbench.checkpoint import CHECKPOINT_NAME
 from cnnbench.errors import CnnbenchError
-from cnnbench.runfiles import read_metrics
+from cnnbench.runfiles import CHECKPOINT_NAME, MULTIRUN_RECORD, SAVED_CONFIG, SAVED_OVERRIDES, read_metrics
 
 log = logging.getLogger("cnnbench")
 
 SKIP_STATUSES = ("completed", "diverged")
 
-# Settings a resumed run may change: where it runs and how fast, not what it computes.
-RESUME_MAY_CHANGE = (
-    "trainer.device",
-    "trainer.compile",
-    "trainer.eval_batch_size",
-    "data.root",
-    "data.download",
-)
-
-
-def _flatten(tree: Any, prefix: str = "") -> dict[str, Any]:
-    if isinstance(tree, Mapping):
-        return {k: v for key, value in tree.items() for k, v in _flatten(value, f"{prefix}{key}.").items()}
-    return {prefix.rstrip("."): tree}
-
-
-def check_same_config(cfg: DictConfig, checkpoint: Mapping[str, Any], run_dir: Path) -> None:
-    """The saved config must still be the one the checkpoint was trained with (else: not a continuation)."""
-    saved = _flatten(checkpoint.get("config", {}))
-    now = _flatten(OmegaConf.to_container(cfg, resolve=True))
-    changed = sorted(
-        k for k in saved.keys() | now.keys() if saved.get(k) != now.get(k) and k not in RESUME_MAY_CHANGE
-    )
-    if changed:
-        shown = ", ".join(f"{k}: {saved.get(k)!r} -> {now.get(k)!r}" for k in changed[:6])
-        raise CnnbenchError(
-            f"The config in {run_dir / '.hydra' / 'config.yaml'} differs from the one checkpoint.pt was "
-            f"trained with ({shown}), so resuming would not continue the same run. Nothing was changed; "
-            f"restore the saved config, or start a new run with `cnnbench train` and the new settings."
-        )
-
 
 def saved_config(run_dir: Path) -> DictConfig:
-    path = run_dir / ".hydra" / "config.yaml"
+    path = run_dir / SAVED_CONFIG
     if not path.is_file():
         raise CnnbenchError(
             f"{run_dir} has no saved config (.hydra/config.yaml), so it is not a cnnbench run folder. "
@@ -99,7 +66,7 @@ def resume_run(run_dir: Path) -> int:
         raise CnnbenchError(
             f"{run_dir} has no checkpoint.pt (the run stopped before its first checkpoint at "
             f"trainer.ckpt_every iterations), so there is nothing to continue. Start it again with "
-            f"`cnnbench train` and the overrides in {run_dir / '.hydra' / 'overrides.yaml'}."
+            f"`cnnbench train` and the overrides in {run_dir / SAVED_OVERRIDES}."
         )
     setup_logging(run_dir)
     run(cfg, run_dir, resume=True)
@@ -132,13 +99,13 @@ def _save_hydra_record(cfg: DictConfig, run_dir: Path) -> None:
     hydra_dir = run_dir / ".hydra"
     hydra_dir.mkdir(parents=True, exist_ok=True)
     hydra_cfg = HydraConfig.get()
-    OmegaConf.save(cfg, hydra_dir / "config.yaml")
+    OmegaConf.save(cfg, run_dir / SAVED_CONFIG)
     OmegaConf.save(OmegaConf.create({"hydra": hydra_cfg}), hydra_dir / "hydra.yaml")
-    OmegaConf.save(hydra_cfg.overrides.task, hydra_dir / "overrides.yaml")
+    OmegaConf.save(hydra_cfg.overrides.task, run_dir / SAVED_OVERRIDES)
 
 
 def sweep_jobs(sweep_dir: Path) -> list[Path]:
-    return sorted(p.parent.parent for p in sweep_dir.glob("*/.hydra/config.yaml"))
+    return sorted(p.parent.parent for p in sweep_dir.glob(f"*/{SAVED_CONFIG.as_posix()}"))
 
 
 def resume_sweep(sweep_dir: Path) -> list[str]:
@@ -146,7 +113,7 @@ def resume_sweep(sweep_dir: Path) -> list[str]:
 
     Prints which jobs are done and which will be resumed.
     """
-    record = OmegaConf.load(sweep_dir / "multirun.yaml")
+    record = OmegaConf.load(sweep_dir / MULTIRUN_RECORD)
     jobs = sweep_jobs(sweep_dir)
     done = [j for j in jobs if (read_metrics(j) or {}).get("status") in SKIP_STATUSES]
     print(

@@ -12,13 +12,20 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
+# The run folder's files (docs/design-sketch.md); every module names them through these constants.
+CHECKPOINT_NAME = "checkpoint.pt"
 METRICS_NAME = "metrics.json"
 ENV_NAME = "env.json"
-STATUSES = ("running", "completed", "interrupted", "diverged", "failed")
+LOG_NAME = "train.log"
+SAVED_CONFIG = Path(".hydra") / "config.yaml"  # Hydra's record of the composed config
+SAVED_OVERRIDES = Path(".hydra") / "overrides.yaml"
+MULTIRUN_RECORD = "multirun.yaml"  # Hydra's record of a sweep, in the sweep folder
+# metrics.json "status", in the order reports list them.
+STATUSES = ("completed", "running", "interrupted", "diverged", "failed")
 
 
 def holds_run(folder: Path) -> bool:
-    return (folder / "checkpoint.pt").exists() or (folder / METRICS_NAME).exists()
+    return (folder / CHECKPOINT_NAME).exists() or (folder / METRICS_NAME).exists()
 
 
 def existing_run_error(folder: Path) -> Exception:

@@ -28,7 +28,7 @@ def check_config(cfg: DictConfig) -> None:
     from cnnbench.data import DATASETS
     from cnnbench.device import PRECISIONS
     from cnnbench.models.registry import check_depth, get_model_spec
-    from cnnbench.optim import OPTIMIZERS
+    from cnnbench.optim import optimizer_kwargs
     from cnnbench.schedule import SCHEDULES
 
     try:
@@ -45,7 +45,6 @@ def check_config(cfg: DictConfig) -> None:
         check_depth(get_model_spec(cfg.model.name), cfg.depth)
         for group, name, valid in (
             ("data", cfg.data.name, DATASETS),
-            ("optimizer", cfg.optimizer.name, OPTIMIZERS),
             ("schedule", cfg.schedule.name, SCHEDULES),
         ):
             if name not in valid:
@@ -53,6 +52,7 @@ def check_config(cfg: DictConfig) -> None:
                     f"Unknown {group} {name!r}. Available: {', '.join(sorted(valid))}. "
                     f"Pick one with {group}=<name>."
                 )
+        optimizer_kwargs(cfg.optimizer)  # the class exists and takes every key
         if cfg.trainer.precision not in PRECISIONS:
             raise CnnbenchError(
                 f"trainer.precision={cfg.trainer.precision!r} is not a precision; "

@@ -514,17 +514,18 @@ def test_divergence_stops_with_a_message_and_keeps_the_last_good_checkpoint(
 def test_an_exception_is_status_failed_with_its_message_and_resume_continues(
     reference: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, one_thread: None
 ) -> None:
-    from cnnbench.train import Trainer, run
+    from cnnbench.engine.step import TrainStep
+    from cnnbench.train import run
 
     cfg = compose_tiny(f"trainer.max_iters={ITERS}", "trainer.ckpt_every=10")
-    step = Trainer.train_step
+    step = TrainStep.__call__
 
-    def failing_step(self: Trainer) -> None:
-        if self.iteration == 13:
+    def failing_step(self: TrainStep, iteration: int) -> None:
+        if iteration == 13:
             raise RuntimeError("simulated disk failure")
-        step(self)
+        step(self, iteration)
 
-    monkeypatch.setattr(Trainer, "train_step", failing_step)
+    monkeypatch.setattr(TrainStep, "__call__", failing_step)
     with pytest.raises(RuntimeError, match="simulated disk failure"):
         run(cfg, tmp_path)
     metrics = metrics_of(tmp_path)
@@ -533,7 +534,7 @@ def test_an_exception_is_status_failed_with_its_message_and_resume_continues(
     assert metrics["iteration"] == 13
     assert checkpoint_of(tmp_path)["iteration"] == 10
 
-    monkeypatch.setattr(Trainer, "train_step", step)
+    monkeypatch.setattr(TrainStep, "__call__", step)
     run(cfg, tmp_path, resume=True)
     assert_same_run(tmp_path, reference)
 
@@ -549,17 +550,18 @@ def test_ctrl_c_at_any_iteration_then_resume_is_exact(
 ) -> None:
     """In-process, so the stop lands on a chosen iteration: the first, one that logs, evaluates and
     checkpoints (10), and the last but one. (SIGTERM above stops inside a logging window.)"""
-    from cnnbench.train import Trainer, run
+    from cnnbench.engine.step import TrainStep
+    from cnnbench.train import run
 
     cfg = compose_tiny(f"trainer.max_iters={ITERS}", "trainer.ckpt_every=10")
-    step = Trainer.train_step
+    step = TrainStep.__call__
 
-    def step_with_ctrl_c(self: Trainer) -> None:
-        step(self)
-        if self.iteration == stop_at:
+    def step_with_ctrl_c(self: TrainStep, iteration: int) -> None:
+        step(self, iteration)
+        if iteration + 1 == stop_at:
             signal.raise_signal(signal.SIGINT)  # as if it came mid-step
 
-    monkeypatch.setattr(Trainer, "train_step", step_with_ctrl_c)
+    monkeypatch.setattr(TrainStep, "__call__", step_with_ctrl_c)
     with pytest.raises(SystemExit) as stopped:
         run(cfg, tmp_path)
     assert stopped.value.code == 128 + signal.SIGINT
@@ -568,7 +570,7 @@ def test_ctrl_c_at_any_iteration_then_resume_is_exact(
     assert metrics["status"] == "interrupted" and "SIGINT" in metrics["message"]
     assert metrics["iteration"] == checkpoint_of(tmp_path)["iteration"] == stop_at
 
-    monkeypatch.setattr(Trainer, "train_step", step)
+    monkeypatch.setattr(TrainStep, "__call__", step)
     run(cfg, tmp_path, resume=True)
     assert_same_run(tmp_path, reference)
 
@@ -577,14 +579,15 @@ def test_second_ctrl_c_during_the_checkpoint_write_keeps_the_previous_checkpoint
     reference: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, one_thread: None
 ) -> None:
     """The worst moment for the second Ctrl-C: half-way through writing the checkpoint of the first."""
-    from cnnbench.train import Trainer, run
+    from cnnbench.engine.step import TrainStep
+    from cnnbench.train import run
 
     cfg = compose_tiny(f"trainer.max_iters={ITERS}", "trainer.ckpt_every=10")
-    step, save = Trainer.train_step, torch.save
+    step, save = TrainStep.__call__, torch.save
 
-    def step_with_ctrl_c(self: Trainer) -> None:
-        step(self)
-        if self.iteration == 13:
+    def step_with_ctrl_c(self: TrainStep, iteration: int) -> None:
+        step(self, iteration)
+        if iteration + 1 == 13:
             signal.raise_signal(signal.SIGINT)
 
     def save_with_ctrl_c(obj: dict, f, *args, **kwargs) -> None:
@@ -593,7 +596,7 @@ def test_second_ctrl_c_during_the_checkpoint_write_keeps_the_previous_checkpoint
         f.write(b"the first bytes of a checkpoint")
         signal.raise_signal(signal.SIGINT)
 
-    monkeypatch.setattr(Trainer, "train_step", step_with_ctrl_c)
+    monkeypatch.setattr(TrainStep, "__call__", step_with_ctrl_c)
     monkeypatch.setattr(torch, "save", save_with_ctrl_c)
     with pytest.raises(KeyboardInterrupt):
         run(cfg, tmp_path)
@@ -602,7 +605,7 @@ def test_second_ctrl_c_during_the_checkpoint_write_keeps_the_previous_checkpoint
     metrics = metrics_of(tmp_path)
     assert metrics["status"] == "interrupted" and "second Ctrl-C" in metrics["message"]
 
-    monkeypatch.setattr(Trainer, "train_step", step)
+    monkeypatch.setattr(TrainStep, "__call__", step)
     monkeypatch.setattr(torch, "save", save)
     run(cfg, tmp_path, resume=True)
     assert_same_run(tmp_path, reference)

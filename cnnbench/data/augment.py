@@ -49,18 +49,23 @@ class BatchAugment:
         padding: int,
         flip: bool,
         generator: torch.Generator,
+        memory_format: torch.memory_format = torch.channels_last,
     ) -> None:
         self.mean, self.std = mean, std
         self.padding, self.flip = padding, flip
         self.generator = generator
+        # The layout the model's convolutions take (trainer.channels_last); batches come out in it.
+        self.memory_format = memory_format
 
     def normalize(self, images: torch.Tensor) -> torch.Tensor:
-        return (images.float() / 255.0 - self.mean) / self.std
+        """uint8 -> normalized float, in ``memory_format`` (evaluation: no crop, no flip)."""
+        x = (images.float() / 255.0 - self.mean) / self.std
+        return x.contiguous(memory_format=self.memory_format)
 
     def __call__(self, images: torch.Tensor) -> torch.Tensor:
-        x = self.normalize(images)
+        x = (images.float() / 255.0 - self.mean) / self.std
         if not self.padding and not self.flip:
-            return x.contiguous(memory_format=torch.channels_last)
+            return x.contiguous(memory_format=self.memory_format)
         n, _, h, w = x.shape
         dev = x.device
         p = self.padding
@@ -77,4 +82,5 @@ class BatchAugment:
         cols = dx + cols
         batch = torch.arange(n, device=dev)[:, None, None]
         out = x[batch, :, rows[:, :, None], cols[:, None, :]]  # (N, H, W, C)
-        return out.permute(0, 3, 1, 2)
+        # Already channels-last in memory: a no-op then, one copy for NCHW (trainer.channels_last=false).
+        return out.permute(0, 3, 1, 2).contiguous(memory_format=self.memory_format)

@@ -13,8 +13,7 @@ from typing import Any
 import numpy as np
 
 from cnnbench.errors import CnnbenchError
-
-STATUSES = ("completed", "running", "interrupted", "diverged", "failed")
+from cnnbench.runfiles import METRICS_NAME, SAVED_CONFIG
 
 # Config sections that define the experiment. Everything else (trainer, device, seed, hydra, logging)
 # may differ between runs that are still seeds of one configuration.
@@ -83,9 +82,9 @@ def find_run_dirs(paths: Iterable[Path]) -> list[Path]:
     found: set[Path] = set()
     for path in paths:
         if path.is_file():
-            found.update([path.parent] if path.name == "metrics.json" else [])
+            found.update([path.parent] if path.name == METRICS_NAME else [])
         else:
-            found.update(p.parent for p in path.rglob("metrics.json") if p.is_file())
+            found.update(p.parent for p in path.rglob(METRICS_NAME) if p.is_file())
     if not found:
         raise CnnbenchError(
             f"No runs found under {', '.join(str(p) for p in paths)}. A run folder is a directory holding "
@@ -108,7 +107,7 @@ def flatten(config: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
 
 
 def _read_config(run_dir: Path) -> dict[str, Any] | None:
-    path = run_dir / ".hydra" / "config.yaml"
+    path = run_dir / SAVED_CONFIG
     if not path.is_file():
         return None
     from omegaconf import OmegaConf
@@ -150,11 +149,11 @@ def load_run(run_dir: Path) -> Run:
     """Read one run folder; an unreadable metrics.json or config raises ValueError (the caller warns and
     skips the run)."""
     try:
-        metrics = json.loads((run_dir / "metrics.json").read_text(encoding="utf-8"))
+        metrics = json.loads((run_dir / METRICS_NAME).read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise ValueError(f"{run_dir / 'metrics.json'} is unreadable ({exc})") from exc
+        raise ValueError(f"{run_dir / METRICS_NAME} is unreadable ({exc})") from exc
     if not isinstance(metrics, dict):
-        raise ValueError(f"{run_dir / 'metrics.json'} is not a JSON object")
+        raise ValueError(f"{run_dir / METRICS_NAME} is not a JSON object")
     config = _read_config(run_dir)
     cfg = config or {}
     model_section = cfg.get("model")
@@ -170,7 +169,8 @@ def load_run(run_dir: Path) -> Run:
     design = {
         k: v
         for k, v in flatten({s: cfg[s] for s in _DESIGN_SECTIONS if s in cfg}).items()
-        if k not in _IGNORED_DESIGN_KEYS
+        # `_target_` (the optimizer's class) follows from its name, which is shown already.
+        if k not in _IGNORED_DESIGN_KEYS and not k.rsplit(".", 1)[-1].startswith("_")
     }
     design.update({f"trainer.{k}": trainer[k] for k in _DESIGN_TRAINER_KEYS if k in trainer})
     seed = cfg.get("seed", metrics.get("seed"))

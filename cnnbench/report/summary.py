@@ -9,7 +9,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from cnnbench.report.reference import paper_reference
-from cnnbench.report.runs import STATUSES, Run
+from cnnbench.report.runs import Run
+from cnnbench.runfiles import STATUSES
 
 # Figure 6 order: plain left, ResNet right, other families after them.
 _FAMILY_ORDER = {"plain": 0, "resnet": 1}

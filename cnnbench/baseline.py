@@ -11,6 +11,9 @@ akamaster/pytorch_resnet_cifar10) and the torchvision CIFAR10 dataset class:
 - an fp32, NCHW (contiguous) model and a plain SGD step, with the per-iteration ``loss.item()`` and
   accuracy bookkeeping those training loops print.
 
+It ships inside the package (`cnnbench bench` works from a plain `pip install`), and is importable by
+name, so DataLoader workers started with spawn/forkserver can unpickle its dataset class.
+
 `cnnbench bench` builds it on the same architecture, the same uint8 images and the same batch size as
 the run it measures, so the ratio of the two throughputs is the speed-up of cnnbench's pipeline.
 """

@@ -1,0 +1,196 @@
+"""Everything one run trains with, built from the composed config: ``build_parts(cfg) -> Parts``.
+
+The order of construction is part of the result: the global RNG is seeded first, then the data is
+loaded and the model initialized from it, so the same seed gives the same initial weights (and the same
+run, bit for bit) whoever builds the parts, `cnnbench train` or `cnnbench bench`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from omegaconf import DictConfig, OmegaConf
+
+from cnnbench.data import load_dataset
+from cnnbench.data.augment import BatchAugment, normalization_stats
+from cnnbench.data.loader import DeviceBatches
+from cnnbench.device import autocast, resolve_compile, resolve_device, resolve_precision
+from cnnbench.distributed import DistContext, context, init
+from cnnbench.errors import CnnbenchError
+from cnnbench.gpus import job_device
+from cnnbench.models import build_model
+from cnnbench.optim import build_optimizer
+from cnnbench.rng import seed_everything
+from cnnbench.schedule import make_lr_schedule
+
+log = logging.getLogger("cnnbench")
+
+COMPILE_MODE = "max-autotune-no-cudagraphs"
+
+
+def model_options_of(cfg: DictConfig) -> dict[str, Any]:
+    """The ``model.*`` keys the builder takes (all but the name and the default depth)."""
+    options = OmegaConf.to_container(cfg.model, resolve=True)
+    return {k: v for k, v in options.items() if k not in ("name", "default_depth")}
+
+
+@dataclass
+class DeviceData:
+    """The dataset as uint8 tensors on the training device, and what the records say about it."""
+
+    name: str
+    synthetic: bool
+    num_classes: int
+    train_images: torch.Tensor
+    train_labels: torch.Tensor
+    # split name ("test", and "val" with data.val_size) -> (images, labels)
+    eval_sets: dict[str, tuple[torch.Tensor, torch.Tensor]]
+
+
+@dataclass
+class Parts:
+    """What the step, the evaluation and the checkpoint work on. Built once per run by ``build_parts``."""
+
+    cfg: DictConfig
+    dist: DistContext
+    device: torch.device
+    precision: str  # fp32, bf16 or fp16: what ``trainer.precision`` resolved to
+    autocast: Callable[[], contextlib.AbstractContextManager]
+    compiled: bool
+    memory_format: torch.memory_format
+    data: DeviceData
+    model: torch.nn.Module  # the bare model: its state_dict is the checkpoint's
+    train_forward: torch.nn.Module  # compiled and/or DDP-wrapped model used by the training step
+    eval_forward: torch.nn.Module  # compiled bare model used by evaluation (rank 0 only)
+    optimizer: torch.optim.Optimizer
+    lr_at: Callable[[int], float]
+    scaler: torch.amp.GradScaler | None
+    batches: DeviceBatches
+    augment: BatchAugment
+    params: int = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.params = sum(p.numel() for p in self.model.parameters())
+
+    @property
+    def batch_size(self) -> int:
+        """The global batch (over all ranks)."""
+        return int(self.cfg.trainer.batch_size)
+
+    @contextlib.contextmanager
+    def compile_fallback(self) -> Iterator[None]:
+        """While training: an ``auto``-chosen compile that cannot build runs eagerly instead of failing.
+
+        Scoped to the run (restored afterwards), so no other code in the process inherits it.
+        """
+        if not (self.compiled and self.cfg.trainer.compile == "auto"):
+            yield
+            return
+        import torch._dynamo
+
+        with torch._dynamo.config.patch(suppress_errors=True):
+            yield
+
+
+def load_device_data(cfg: DictConfig, device: torch.device) -> DeviceData:
+    data = load_dataset(**OmegaConf.to_container(cfg.data, resolve=True))
+    to_dev = {"device": device, "non_blocking": True}
+    eval_sets = {"test": (data.test_images.to(**to_dev), data.test_labels.to(**to_dev))}
+    if data.val_images is not None:
+        eval_sets["val"] = (data.val_images.to(**to_dev), data.val_labels.to(**to_dev))
+    return DeviceData(
+        name=data.name,
+        synthetic=data.synthetic,
+        num_classes=data.num_classes,
+        train_images=data.train_images.to(**to_dev),
+        train_labels=data.train_labels.to(**to_dev),
+        eval_sets=eval_sets,
+    )
+
+
+def _build_model(cfg: DictConfig, num_classes: int, dist: DistContext, device: torch.device):
+    model = build_model(
+        cfg.model.name, depth=int(cfg.depth), num_classes=num_classes, **model_options_of(cfg)
+    )
+    if dist.enabled and cfg.trainer.sync_bn:
+        if device.type != "cuda":
+            raise CnnbenchError(
+                "trainer.sync_bn=true needs GPUs (PyTorch's SyncBatchNorm runs on CUDA only); on CPUs "
+                "drop it: each process then normalizes over its share of the batch."
+            )
+        model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(model)
+    return model
+
+
+def build_parts(cfg: DictConfig, dist: DistContext | None = None) -> Parts:
+    """Seed, pick the device and precision, load the data onto the device, build model and optimizer."""
+    t = cfg.trainer
+    dist = dist or context()
+    device = resolve_device(job_device(t.device))
+    if dist.enabled and device.type == "cuda":
+        device = torch.device("cuda", dist.local_rank)
+    init(dist)
+    precision = resolve_precision(t.precision, device)
+    seed = int(cfg.seed)
+    seed_everything(seed)
+    if device.type == "cuda":
+        torch.backends.cudnn.benchmark = True
+
+    data = load_device_data(cfg, device)
+    memory_format = torch.channels_last if t.channels_last else torch.contiguous_format
+    model = _build_model(cfg, data.num_classes, dist, device).to(device, memory_format=memory_format)
+    compiled = resolve_compile(t.compile, device, int(t.max_iters))
+
+    def maybe_compile(module: torch.nn.Module) -> torch.nn.Module:
+        return torch.compile(module, mode=COMPILE_MODE) if compiled else module
+
+    train_model: torch.nn.Module = model
+    if dist.enabled:
+        from torch.nn.parallel import DistributedDataParallel
+
+        ids = [device.index] if device.type == "cuda" else None
+        train_model = DistributedDataParallel(model, device_ids=ids)
+    # Static shapes (full batches only) let the compiled graphs be reused every step. Evaluation uses
+    # the bare model: only rank 0 evaluates, and DDP's forward would wait for the others.
+    train_forward, eval_forward = maybe_compile(train_model), maybe_compile(model)
+
+    optimizer = build_optimizer(model.parameters(), cfg.optimizer)
+    lr_at = make_lr_schedule(cfg.schedule, float(cfg.optimizer.lr), int(t.max_iters))
+    scaler = torch.amp.GradScaler(device.type) if precision == "fp16" else None
+
+    batches = DeviceBatches(
+        data.train_images, data.train_labels, int(t.batch_size), seed=seed, shard=(dist.rank, dist.world_size)
+    )
+    mean, std = normalization_stats(data.train_images, cfg.data.get("normalize", "pixel_mean"))
+    generator = torch.Generator(device=device).manual_seed(augment_seed(seed, dist.rank))
+    augment = BatchAugment(
+        mean, std, int(cfg.augment.padding), bool(cfg.augment.flip), generator, memory_format=memory_format
+    )
+    return Parts(
+        cfg=cfg,
+        dist=dist,
+        device=device,
+        precision=precision,
+        autocast=autocast(device, precision),
+        compiled=compiled,
+        memory_format=memory_format,
+        data=data,
+        model=model,
+        train_forward=train_forward,
+        eval_forward=eval_forward,
+        optimizer=optimizer,
+        lr_at=lr_at,
+        scaler=scaler,
+        batches=batches,
+        augment=augment,
+    )
+
+
+def augment_seed(seed: int, rank: int, iteration: int = 0) -> int:
+    """The seed of a rank's augmentation stream (a resumed rank > 0 re-seeds at its iteration)."""
+    return seed + 1 + 1000 * rank + iteration

@@ -1,0 +1,136 @@
+"""What a run writes for people and tools: metrics.json, env.json, TensorBoard and the console progress.
+
+Only rank 0 of a distributed run writes; on the other ranks every method is a no-op. The loop calls
+these at its sync points only (logging, evaluation, checkpoint), never per iteration.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any
+
+from omegaconf import DictConfig
+
+from cnnbench.engine.parts import Parts, model_options_of
+from cnnbench.engine.state import RunState
+from cnnbench.progress import Progress
+from cnnbench.runfiles import ENV_NAME, METRICS_NAME, environment, write_json_atomic
+from cnnbench.tb import TensorBoardLog
+
+log = logging.getLogger("cnnbench")
+
+# metrics.json keys present (possibly null) from the first write on (docs/design-sketch.md).
+RESULT_KEYS = ("train_error", "train_loss", "test_error", "test_loss")
+
+
+def hparams_of(cfg: DictConfig, params: int, precision: str, synthetic: bool) -> dict[str, Any]:
+    """The hyperparameters shown in TensorBoard's HParams tab (flat, scalar values)."""
+    hp: dict[str, Any] = {
+        "model": cfg.model.name,
+        "depth": int(cfg.depth),
+        "seed": int(cfg.seed),
+        "params": params,
+        "data": cfg.data.name + (" (synthetic)" if synthetic else ""),
+        "augment": cfg.augment.name,
+    }
+    for key, value in model_options_of(cfg).items():
+        hp[f"model.{key}"] = value
+    hp.update(
+        {
+            "optimizer": cfg.optimizer.name,
+            "lr": float(cfg.optimizer.lr),
+            "weight_decay": float(cfg.optimizer.get("weight_decay", 0.0)),
+            "momentum": float(cfg.optimizer.get("momentum", 0.0)),
+            "schedule": cfg.schedule.name,
+            "warmup_iters": int(cfg.schedule.get("warmup_iters", 0)),
+            "batch_size": int(cfg.trainer.batch_size),
+            "max_iters": int(cfg.trainer.max_iters),
+            "precision": precision,
+        }
+    )
+    return hp
+
+
+class RunRecords:
+    """The run folder's records of one attempt (a fresh start or a continuation)."""
+
+    def __init__(self, parts: Parts, run_dir: Path, state: RunState, continued: bool) -> None:
+        self.parts = parts
+        self.run_dir = Path(run_dir)
+        self.state = state
+        self.enabled = parts.dist.is_main
+        self.max_iters = int(parts.cfg.trainer.max_iters)
+        cfg = parts.cfg
+        self.label = f"{cfg.model.name}-{cfg.depth} on {parts.data.name}" + (
+            " (SYNTHETIC)" if parts.data.synthetic else ""
+        )
+        # A continuation purges the TensorBoard points logged after the checkpoint (no duplicate steps).
+        self.tb = TensorBoardLog(
+            self.run_dir, resume_from=state.iteration if continued else None, enabled=self.enabled
+        )
+        self.progress: Progress | None = None
+
+    def start(self, fresh: bool) -> None:
+        """Announce the run; a fresh start also writes env.json and the TensorBoard hparams."""
+        p, cfg = self.parts, self.parts.cfg
+        if self.enabled and fresh:
+            env = environment(p.device, p.precision, p.compiled, p.data.synthetic)
+            env["world_size"] = p.dist.world_size
+            write_json_atomic(self.run_dir / ENV_NAME, env)
+            self.tb.start(hparams_of(cfg, p.params, p.precision, p.data.synthetic))
+        log.info(
+            "%s: %s parameters, %s, %s%s, %d iterations of batch %d -> %s",
+            self.label,
+            f"{p.params:,}",
+            p.device,
+            p.precision,
+            ", compiled" if p.compiled else "",
+            self.max_iters,
+            p.batch_size,
+            self.run_dir,
+        )
+        self.write_metrics("running", message=None)
+        self.progress = Progress(self.state.iteration, self.max_iters, self.label, enabled=self.enabled)
+
+    def advance(self, iteration: int) -> None:
+        if self.progress is not None:
+            self.progress.advance(iteration)
+
+    def log_scalars(self, values: dict[str, float], iteration: int, shown: dict[str, float] | None = None):
+        """TensorBoard scalars at ``iteration``, and the progress line (``shown`` adds console-only stats)."""
+        self.tb.scalars(values, iteration)
+        if self.progress is not None:
+            self.progress.report(iteration, {**values, **(shown or {})})
+
+    def flush(self) -> None:
+        self.tb.flush()
+
+    def write_metrics(self, status: str, **extra: Any) -> None:
+        """metrics.json: the status (running, completed, interrupted, diverged, failed) and the numbers."""
+        if not self.enabled:
+            return
+        p, cfg, state = self.parts, self.parts.cfg, self.state
+        state.metrics.update(
+            status=status,
+            model=cfg.model.name,
+            depth=int(cfg.depth),
+            params=p.params,
+            data=p.data.name,
+            synthetic=p.data.synthetic,
+            seed=int(cfg.seed),
+            iteration=state.iteration,
+            max_iters=self.max_iters,
+            best_test_error=state.best_test_error,
+            best_iteration=state.best_iteration,
+            elapsed_seconds=round(state.elapsed, 2),
+            **extra,
+        )
+        for key in RESULT_KEYS:
+            state.metrics.setdefault(key, None)
+        write_json_atomic(self.run_dir / METRICS_NAME, state.metrics)
+
+    def close(self) -> None:
+        if self.progress is not None:
+            self.progress.close()
+        self.tb.close()

@@ -1,0 +1,118 @@
+"""A run's state: where it is (``RunState``), what its checkpoint holds, and when a checkpoint continues it.
+
+A checkpoint holds everything the next iteration depends on: weights, optimizer and scaler state, every
+RNG stream (global, sampler, augmentation), the open logging window and the run's progress. Loaded into
+freshly built parts, it continues the run bit for bit (with the same number of CPU threads).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from omegaconf import DictConfig, OmegaConf
+
+from cnnbench.engine.parts import Parts, augment_seed
+from cnnbench.engine.step import TrainStep
+from cnnbench.errors import CnnbenchError
+from cnnbench.rng import rng_state, set_rng_state
+from cnnbench.runfiles import SAVED_CONFIG
+
+CHECKPOINT_VERSION = 1
+
+# Settings a resumed run may change: where it runs and how fast, not what it computes.
+RESUME_MAY_CHANGE = (
+    "trainer.device",
+    "trainer.compile",
+    "trainer.eval_batch_size",
+    "data.root",
+    "data.download",
+)
+
+
+@dataclass
+class RunState:
+    """Where a run is: iterations done, the best test error so far, time spent, the latest metrics."""
+
+    iteration: int = 0
+    best_test_error: float | None = None
+    best_iteration: int | None = None
+    elapsed: float = 0.0  # seconds of training, summed over resumes
+    metrics: dict[str, Any] = field(default_factory=dict)
+
+    def record_test_error(self, error: float) -> None:
+        if self.best_test_error is None or error < self.best_test_error:
+            self.best_test_error, self.best_iteration = error, self.iteration
+
+
+def checkpoint_state(parts: Parts, step: TrainStep, state: RunState) -> dict[str, Any]:
+    """The checkpoint's content (tensors, numbers and strings only: loads with weights_only=True)."""
+    return {
+        "version": CHECKPOINT_VERSION,
+        "iteration": state.iteration,
+        "model": parts.model.state_dict(),
+        "optimizer": parts.optimizer.state_dict(),
+        "scaler": parts.scaler.state_dict() if parts.scaler else None,
+        "rng": rng_state(parts.device),
+        "sampler": parts.batches.state_dict(),
+        "augment_rng": parts.augment.generator.get_state(),
+        "window": step.state_dict(),
+        "best_test_error": state.best_test_error,
+        "best_iteration": state.best_iteration,
+        "elapsed_seconds": state.elapsed,
+        "metrics": state.metrics,
+        "config": OmegaConf.to_container(parts.cfg, resolve=True),
+    }
+
+
+def restore(parts: Parts, step: TrainStep, checkpoint: Mapping[str, Any], run_dir: Path) -> RunState:
+    """Load ``checkpoint`` into freshly built parts and step; returns the run's state at that point."""
+    try:
+        parts.model.load_state_dict(checkpoint["model"])
+        parts.optimizer.load_state_dict(checkpoint["optimizer"])
+    except (RuntimeError, ValueError, KeyError) as exc:
+        raise CnnbenchError(
+            f"The checkpoint in {run_dir} does not fit the model/optimizer its config builds "
+            f"({str(exc).splitlines()[0][:200]}). Was the config edited? Nothing was changed."
+        ) from None
+    if parts.scaler and checkpoint.get("scaler"):
+        parts.scaler.load_state_dict(checkpoint["scaler"])
+    set_rng_state(checkpoint["rng"], parts.device)
+    parts.batches.load_state_dict(checkpoint["sampler"])
+    parts.augment.generator.set_state(checkpoint["augment_rng"])
+    step.load_state_dict(checkpoint["window"])
+    state = RunState(
+        iteration=int(checkpoint["iteration"]),
+        best_test_error=checkpoint["best_test_error"],
+        best_iteration=checkpoint["best_iteration"],
+        elapsed=float(checkpoint["elapsed_seconds"]),
+        metrics=dict(checkpoint["metrics"]),
+    )
+    rank = parts.dist.rank
+    if rank > 0:  # the checkpoint holds rank 0's augmentation stream
+        parts.augment.generator.manual_seed(augment_seed(int(parts.cfg.seed), rank, state.iteration))
+    return state
+
+
+def _flatten(tree: Any, prefix: str = "") -> dict[str, Any]:
+    if isinstance(tree, Mapping):
+        return {k: v for key, value in tree.items() for k, v in _flatten(value, f"{prefix}{key}.").items()}
+    return {prefix.rstrip("."): tree}
+
+
+def check_same_config(cfg: DictConfig, checkpoint: Mapping[str, Any], run_dir: Path) -> None:
+    """The saved config must still be the one the checkpoint was trained with (else: not a continuation)."""
+    saved = _flatten(checkpoint.get("config", {}))
+    now = _flatten(OmegaConf.to_container(cfg, resolve=True))
+    changed = sorted(
+        k for k in saved.keys() | now.keys() if saved.get(k) != now.get(k) and k not in RESUME_MAY_CHANGE
+    )
+    if changed:
+        shown = ", ".join(f"{k}: {saved.get(k)!r} -> {now.get(k)!r}" for k in changed[:6])
+        raise CnnbenchError(
+            f"The config in {run_dir / SAVED_CONFIG} differs from the one checkpoint.pt was "
+            f"trained with ({shown}), so resuming would not continue the same run. Nothing was changed; "
+            f"restore the saved config, or start a new run with `cnnbench train` and the new settings."
+        )

@@ -1,0 +1,129 @@
+"""One training iteration (``TrainStep``) and the evaluation pass (``evaluate``).
+
+``TrainStep`` is what `cnnbench train` runs and what `cnnbench bench` times, the same object. It keeps
+the loss and error of the current logging window in device tensors, read only at sync points (logging,
+evaluation, checkpoints), so an iteration never waits for the device.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+
+from cnnbench.distributed import all_reduce
+from cnnbench.engine.parts import Parts
+from cnnbench.errors import CnnbenchError
+
+
+class RunDiverged(CnnbenchError):
+    exit_code = 3
+
+
+class TrainStep:
+    """``step(iteration)``: set the lr, sample and augment a batch, update the model, accumulate stats."""
+
+    def __init__(self, parts: Parts) -> None:
+        self.parts = parts
+        device = parts.device
+        self.window_loss = torch.zeros((), device=device)
+        self.window_errors = torch.zeros((), dtype=torch.long, device=device)
+        self.window_iters = 0
+        # The first iteration (1-based) whose loss or weights were not finite; -1 while all are.
+        self.first_bad_iter = torch.full((), -1, dtype=torch.long, device=device)
+
+    def update(self, images: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Forward, backward and optimizer step on one augmented batch; returns (loss, logits), detached.
+
+        The model step alone: `cnnbench bench` times it on a resident batch as the "pure" step.
+        """
+        p = self.parts
+        with p.autocast():
+            logits = p.train_forward(images)
+        loss = F.cross_entropy(logits.float(), labels)  # the loss stays in fp32
+        p.optimizer.zero_grad(set_to_none=True)
+        if p.scaler is not None:
+            p.scaler.scale(loss).backward()
+            p.scaler.step(p.optimizer)
+            p.scaler.update()
+        else:
+            loss.backward()
+            p.optimizer.step()
+        return loss.detach(), logits.detach()
+
+    def __call__(self, iteration: int) -> None:
+        """Train iteration ``iteration`` (0-based)."""
+        p = self.parts
+        for group in p.optimizer.param_groups:
+            group["lr"] = p.lr_at(iteration)
+        images, labels = p.batches.next()
+        loss, logits = self.update(p.augment(images), labels)
+        self.window_loss += loss
+        self.window_errors += (logits.argmax(1) != labels).sum()
+        self.window_iters += 1
+        bad = ~torch.isfinite(loss) & (self.first_bad_iter < 0)
+        self.first_bad_iter = torch.where(bad, iteration + 1, self.first_bad_iter)
+
+    # ----- sync points -----------------------------------------------------------------------------
+    def mark_bad_weights(self, iteration: int) -> None:
+        """Flag non-finite parameters (a finite loss can still leave NaN weights: the next loss is NaN)."""
+        if int(self.first_bad_iter.item()) >= 0:
+            return
+        # Parameters only: the next training loss depends on them, not on BatchNorm's running statistics.
+        params = [p.detach().isfinite().all() for p in self.parts.model.parameters()]
+        if not bool(torch.stack(params).all()):
+            self.first_bad_iter.fill_(iteration + 1)
+
+    def diverged_at(self) -> int | None:
+        """The first non-finite iteration over all ranks (a collective: every rank must call it)."""
+        bad = int(all_reduce(self.first_bad_iter, "max").item())
+        return bad if bad >= 0 else None
+
+    def window_stats(self) -> dict[str, float]:
+        """Mean training loss and error over the window since the last call (over all ranks); resets it."""
+        world = self.parts.dist.world_size
+        n = self.window_iters * self.parts.batch_size  # the global batch, over all ranks
+        all_reduce(self.window_loss)
+        all_reduce(self.window_errors)
+        stats = {
+            "loss/train": self.window_loss.item() / (self.window_iters * world),
+            "error/train": self.window_errors.item() / n,
+        }
+        self.window_loss.zero_()
+        self.window_errors.zero_()
+        self.window_iters = 0
+        return stats
+
+    # ----- state -----------------------------------------------------------------------------------
+    def state_dict(self) -> dict[str, Any]:
+        return {
+            "loss": self.window_loss.cpu(),
+            "errors": self.window_errors.cpu(),
+            "iters": self.window_iters,
+        }
+
+    def load_state_dict(self, window: dict[str, Any]) -> None:
+        self.window_loss = window["loss"].to(self.parts.device)
+        self.window_errors = window["errors"].to(self.parts.device)
+        self.window_iters = int(window["iters"])
+
+
+@torch.inference_mode()
+def evaluate(parts: Parts, images: torch.Tensor, labels: torch.Tensor) -> tuple[float, float]:
+    """Mean loss and error of the model (eval mode) on uint8 ``images``, in batches of eval_batch_size."""
+    model = parts.model
+    batch = int(parts.cfg.trainer.eval_batch_size)
+    model.eval()
+    loss_sum = torch.zeros((), dtype=torch.float64, device=parts.device)
+    errors = torch.zeros((), dtype=torch.long, device=parts.device)
+    try:
+        for xb, yb in zip(images.split(batch), labels.split(batch), strict=True):
+            with parts.autocast():
+                logits = parts.eval_forward(parts.augment.normalize(xb))
+            loss_sum += F.cross_entropy(logits.float(), yb, reduction="sum").double()
+            errors += (logits.argmax(1) != yb).sum()
+    finally:
+        model.train()
+    n = len(labels)
+    return loss_sum.item() / n, errors.item() / n
