@@ -16,31 +16,18 @@ from typing import Any
 from omegaconf import DictConfig, OmegaConf
 
 from cnnbench.errors import CnnbenchError
-from cnnbench.runfiles import CHECKPOINT_NAME, MULTIRUN_RECORD, SAVED_CONFIG, SAVED_OVERRIDES, read_metrics
+from cnnbench.runfiles import (
+    CHECKPOINT_NAME,
+    MULTIRUN_RECORD,
+    SAVED_CONFIG,
+    SAVED_OVERRIDES,
+    read_metrics,
+    saved_config,
+)
 
 log = logging.getLogger("cnnbench")
 
 SKIP_STATUSES = ("completed", "diverged")
-
-
-def saved_config(run_dir: Path) -> DictConfig:
-    path = run_dir / SAVED_CONFIG
-    if not path.is_file():
-        raise CnnbenchError(
-            f"{run_dir} has no saved config (.hydra/config.yaml), so it is not a cnnbench run folder. "
-            f"Point `cnnbench resume` at a folder written by `cnnbench train`."
-        )
-    try:
-        cfg = OmegaConf.load(path)
-    except Exception as exc:
-        raise CnnbenchError(
-            f"The saved config {path} cannot be read ({str(exc).splitlines()[0][:200]}). Nothing was "
-            f"changed; restore the file, or start a new run with `cnnbench train`."
-        ) from None
-    if not isinstance(cfg, DictConfig):
-        raise CnnbenchError(f"The saved config {path} is not a mapping; nothing was changed.")
-    OmegaConf.set_struct(cfg, True)
-    return cfg
 
 
 def resume_run(run_dir: Path) -> int:

@@ -14,6 +14,7 @@ from typing import Any
 
 # The run folder's files (docs/design-sketch.md); every module names them through these constants.
 CHECKPOINT_NAME = "checkpoint.pt"
+BEST_CHECKPOINT_NAME = "best.pt"  # the weights with the best validation error (runs with data.val_size)
 METRICS_NAME = "metrics.json"
 ENV_NAME = "env.json"
 LOG_NAME = "train.log"
@@ -98,3 +99,28 @@ def environment(device: Any, precision: str, compiled: bool, synthetic: bool) ->
         "start_time": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "host": socket.gethostname(),
     }
+
+
+def saved_config(run_dir: Path):
+    """The run's composed config as Hydra saved it (``.hydra/config.yaml``), struct mode on."""
+    from omegaconf import DictConfig, OmegaConf
+
+    from cnnbench.errors import CnnbenchError
+
+    path = run_dir / SAVED_CONFIG
+    if not path.is_file():
+        raise CnnbenchError(
+            f"{run_dir} has no saved config (.hydra/config.yaml), so it is not a cnnbench run folder. "
+            f"Point the command at a folder written by `cnnbench train`."
+        )
+    try:
+        cfg = OmegaConf.load(path)
+    except Exception as exc:
+        raise CnnbenchError(
+            f"The saved config {path} cannot be read ({str(exc).splitlines()[0][:200]}). Nothing was "
+            f"changed; restore the file, or start a new run with `cnnbench train`."
+        ) from None
+    if not isinstance(cfg, DictConfig):
+        raise CnnbenchError(f"The saved config {path} is not a mapping; nothing was changed.")
+    OmegaConf.set_struct(cfg, True)
+    return cfg

@@ -25,7 +25,7 @@ from cnnbench.engine.records import RunRecords
 from cnnbench.engine.state import RunState, check_same_config, checkpoint_state, restore
 from cnnbench.engine.step import RunDiverged, TrainStep, evaluate
 from cnnbench.errors import CnnbenchError
-from cnnbench.runfiles import existing_run_error, holds_run
+from cnnbench.runfiles import BEST_CHECKPOINT_NAME, existing_run_error, holds_run
 from cnnbench.signals import GracefulStop
 from cnnbench.validate import check_config
 
@@ -69,8 +69,20 @@ class Trainer:
         """Write checkpoint.pt, unless the weights or a loss went non-finite (the last good one is kept)."""
         self.step.mark_bad_weights(self.state.iteration)
         self._check_finite()
+        self._log_gradflow()
         if self.parts.dist.is_main:
             save_checkpoint(checkpoint_state(self.parts, self.step, self.state), self.ckpt_path)
+
+    def _save_best(self) -> None:
+        """best.pt: the checkpoint of the weights with the best validation error so far."""
+        self.step.mark_bad_weights(self.state.iteration)
+        if int(self.step.first_bad_iter.item()) < 0:  # a local check: only rank 0 evaluates (no collective)
+            path = self.run_dir / BEST_CHECKPOINT_NAME
+            save_checkpoint(checkpoint_state(self.parts, self.step, self.state), path)
+
+    def _log_gradflow(self) -> None:
+        for iteration, scalars in self.step.gradflow.flush():
+            self.records.scalars(scalars, iteration)
 
     def _check_finite(self) -> None:
         # Every rank reaches the same sync points, so the collective is matched; a NaN on any rank stops all.
@@ -89,6 +101,7 @@ class Trainer:
         stats["lr"] = self.parts.lr_at(iteration - 1)
         speed = {"img_per_s": window_iters * self.parts.batch_size / max(seconds, 1e-9)}
         self.records.log_scalars(stats, iteration, shown=speed)
+        self._log_gradflow()
         self.state.metrics.update(train_loss=stats["loss/train"], train_error=stats["error/train"])
 
     def _evaluate_all(self) -> None:
@@ -101,6 +114,8 @@ class Trainer:
         if not math.isfinite(results["loss/test"]):
             log.warning("Test loss is not finite at iteration %d.", state.iteration)
         state.record_test_error(results["error/test"])
+        if "error/val" in results and state.record_val_error(results["error/val"], results["error/test"]):
+            self._save_best()
         self.records.log_scalars(
             results, state.iteration, shown={"lr": self.parts.lr_at(state.iteration - 1)}
         )

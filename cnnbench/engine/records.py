@@ -103,6 +103,10 @@ class RunRecords:
         if self.progress is not None:
             self.progress.report(iteration, {**values, **(shown or {})})
 
+    def scalars(self, values: dict[str, float], iteration: int) -> None:
+        """TensorBoard scalars only (diagnostics that the progress line does not show)."""
+        self.tb.scalars(values, iteration)
+
     def flush(self) -> None:
         self.tb.flush()
 
@@ -124,6 +128,7 @@ class RunRecords:
             best_test_error=state.best_test_error,
             best_iteration=state.best_iteration,
             elapsed_seconds=round(state.elapsed, 2),
+            **state.selection(),
             **extra,
         )
         for key in RESULT_KEYS:

@@ -41,10 +41,31 @@ class RunState:
     best_iteration: int | None = None
     elapsed: float = 0.0  # seconds of training, summed over resumes
     metrics: dict[str, Any] = field(default_factory=dict)
+    # Model selection on the validation split (data.val_size): the best validation error, its
+    # iteration, and the test error of that iteration's weights (the honest test number).
+    best_val_error: float | None = None
+    best_val_iteration: int | None = None
+    test_error_at_best_val: float | None = None
 
     def record_test_error(self, error: float) -> None:
         if self.best_test_error is None or error < self.best_test_error:
             self.best_test_error, self.best_iteration = error, self.iteration
+
+    def record_val_error(self, val_error: float, test_error: float) -> bool:
+        """Whether ``val_error`` is a new best (then these weights are the selected model)."""
+        if self.best_val_error is not None and val_error >= self.best_val_error:
+            return False
+        self.best_val_error, self.best_val_iteration = val_error, self.iteration
+        self.test_error_at_best_val = test_error
+        return True
+
+    def selection(self) -> dict[str, Any]:
+        """The metrics.json keys of model selection (None without a validation split)."""
+        return {
+            "best_val_error": self.best_val_error,
+            "best_val_iteration": self.best_val_iteration,
+            "test_error_at_best_val": self.test_error_at_best_val,
+        }
 
 
 def checkpoint_state(parts: Parts, step: TrainStep, state: RunState) -> dict[str, Any]:
@@ -63,7 +84,12 @@ def checkpoint_state(parts: Parts, step: TrainStep, state: RunState) -> dict[str
         "best_iteration": state.best_iteration,
         "elapsed_seconds": state.elapsed,
         "metrics": state.metrics,
+        "selection": state.selection(),
         "config": OmegaConf.to_container(parts.cfg, resolve=True),
+        # For using the weights after training (cnnbench eval/export): the input normalization and
+        # the classifier's width, without loading the training set again.
+        "normalization": {"mean": parts.augment.mean.cpu(), "std": parts.augment.std.cpu()},
+        "num_classes": parts.data.num_classes,
     }
 
 
@@ -89,6 +115,7 @@ def restore(parts: Parts, step: TrainStep, checkpoint: Mapping[str, Any], run_di
         best_iteration=checkpoint["best_iteration"],
         elapsed=float(checkpoint["elapsed_seconds"]),
         metrics=dict(checkpoint["metrics"]),
+        **(checkpoint.get("selection") or {}),  # absent in checkpoints of older versions
     )
     rank = parts.dist.rank
     if rank > 0:  # the checkpoint holds rank 0's augmentation stream

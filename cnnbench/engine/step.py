@@ -13,6 +13,7 @@ import torch
 import torch.nn.functional as F
 
 from cnnbench.distributed import all_reduce
+from cnnbench.engine.gradflow import GradFlow
 from cnnbench.engine.parts import Parts
 from cnnbench.errors import CnnbenchError
 
@@ -32,6 +33,8 @@ class TrainStep:
         self.window_iters = 0
         # The first iteration (1-based) whose loss or weights were not finite; -1 while all are.
         self.first_bad_iter = torch.full((), -1, dtype=torch.long, device=device)
+        # Gradient/weight norms every trainer.log_grad_every steps (0 or absent: off).
+        self.gradflow = GradFlow(parts.model, int(parts.cfg.trainer.get("log_grad_every") or 0))
 
     def update(self, images: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Forward, backward and optimizer step on one augmented batch; returns (loss, logits), detached.
@@ -64,6 +67,8 @@ class TrainStep:
         self.window_iters += 1
         bad = ~torch.isfinite(loss) & (self.first_bad_iter < 0)
         self.first_bad_iter = torch.where(bad, iteration + 1, self.first_bad_iter)
+        if self.gradflow.due(iteration + 1):
+            self.gradflow.record(iteration + 1)  # on the device; read when the loop logs
 
     # ----- sync points -----------------------------------------------------------------------------
     def mark_bad_weights(self, iteration: int) -> None:
