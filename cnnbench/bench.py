@@ -8,6 +8,8 @@ What is measured, for the composed config (model, depth, batch size, precision, 
   the same model, optimizer, precision and memory format; the loop overhead is
   ``train step time / pure step time - 1``;
 - ``input``: the sampler and the augmentation alone (the part of the overhead that is not bookkeeping);
+- ``grad_norm``: one gradient-flow measurement (per-stage/block gradient and weight norms, read back
+  to the host), and its cost amortized over ``trainer.log_grad_every`` steps (% of the train step);
 - ``eval``: the engine's ``evaluate`` on (a prefix of) the test set;
 - peak memory: ``torch.cuda.max_memory_allocated`` on a GPU, the process's peak RSS on the CPU,
   read before the baseline is built;
@@ -79,6 +81,9 @@ RESULT_KEYS = (
     "loop_overhead_pct",
     "input_ms",
     "input_overhead_pct",
+    "grad_norm_ms",
+    "log_grad_every",
+    "grad_norm_overhead_pct",
     "eval_img_per_s",
     "peak_memory_mb",
     "peak_memory_kind",
@@ -289,6 +294,9 @@ def measure(
     def input_step() -> None:
         parts.augment(parts.batches.next()[0])
 
+    def grad_norm_step() -> None:
+        step.gradflow.measure().tolist()  # as the loop does it: measured, then read at a logging point
+
     test_images, test_labels = parts.data.eval_sets["test"]
 
     with parts.compile_fallback():
@@ -325,6 +333,7 @@ def measure(
             baseline.stop()
 
         samples: dict[str, list[float]] = {"train_step_ms": [], "pure_step_ms": [], "input_ms": []}
+        samples["grad_norm_ms"] = []
         samples["eval_img_per_s"] = []
         samples["other_cpu_pct"] = []
         load = OtherLoad()  # measured over the train and pure windows, where only this process runs
@@ -342,6 +351,7 @@ def measure(
             if other is not None:
                 samples["other_cpu_pct"].append(other)
             samples["input_ms"].append(1e3 * _timed(input_step, input_iters, device) / input_iters)
+            samples["grad_norm_ms"].append(1e3 * _timed(grad_norm_step, input_iters, device) / input_iters)
             status(f"evaluation (repeat {r + 1}/{repeats}, {n_eval} images)")
             seconds = _timed(lambda: evaluate(parts, eval_x, eval_y), 1, device)
             samples["eval_img_per_s"].append(n_eval / seconds)
@@ -359,6 +369,8 @@ def measure(
     train_ms = _median(samples["train_step_ms"])
     pure_ms = _median(samples["pure_step_ms"])
     input_ms = _median(samples["input_ms"])
+    grad_ms = _median(samples["grad_norm_ms"])
+    log_grad_every = step.gradflow.every
     result: dict[str, Any] = {
         "model": str(cfg.model.name),
         "depth": int(cfg.depth),
@@ -384,6 +396,11 @@ def measure(
         "loop_overhead_pct": 100.0 * (train_ms / pure_ms - 1.0),
         "input_ms": input_ms,
         "input_overhead_pct": 100.0 * input_ms / pure_ms,
+        "grad_norm_ms": grad_ms,
+        "log_grad_every": log_grad_every,
+        "grad_norm_overhead_pct": 100.0 * grad_ms / (log_grad_every * train_ms)
+        if log_grad_every > 0
+        else 0.0,
         "eval_img_per_s": _median(samples["eval_img_per_s"]),
         "peak_memory_mb": memory_mb,
         "peak_memory_kind": memory_kind,
@@ -467,6 +484,12 @@ def results_table(result: dict[str, Any]):
     row("pure model step (ms)", f"{result['pure_step_ms']:.1f}{_spread(s['pure_step_ms'], '.1f')}")
     row("loop overhead", f"{result['loop_overhead_pct']:+.1f}%")
     row("input pipeline (ms/step)", f"{result['input_ms']:.2f} ({result['input_overhead_pct']:.1f}%)")
+    every = result["log_grad_every"]
+    row(
+        "gradient norms (ms each)",
+        f"{result['grad_norm_ms']:.2f}"
+        + (f" (every {every} steps: {result['grad_norm_overhead_pct']:.2f}%)" if every else " (off)"),
+    )
     row("eval img/s", f"{result['eval_img_per_s']:,.0f}{_spread(s['eval_img_per_s'], ',.0f')}")
     kind = "peak RSS" if result["peak_memory_kind"] == "rss" else "peak CUDA allocated"
     row(f"memory ({kind})", f"{result['peak_memory_mb']:,.0f} MiB")

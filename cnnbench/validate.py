@@ -42,6 +42,12 @@ def check_config(cfg: DictConfig) -> None:
         ):
             _positive(cfg, key)
         _positive(cfg, "optimizer.lr", float)
+        every = cfg.trainer.get("log_grad_every", 0)
+        if not isinstance(every, int) or isinstance(every, bool) or every < 0:
+            raise CnnbenchError(
+                f"trainer.log_grad_every={every!r} must be a whole number of iterations >= 0 (0 = off); "
+                f"set e.g. trainer.log_grad_every=100."
+            )
         check_depth(get_model_spec(cfg.model.name), cfg.depth)
         for group, name, valid in (
             ("data", cfg.data.name, DATASETS),
