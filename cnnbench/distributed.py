@@ -7,6 +7,8 @@ checkpoints. All ranks agree on the run folder through ``CNNBENCH_RUN_STAMP`` (r
 
 from __future__ import annotations
 
+import atexit
+import gc
 import os
 from dataclasses import dataclass
 from datetime import datetime
@@ -48,6 +50,7 @@ def init(ctx: DistContext) -> None:
     if backend == "nccl":
         torch.cuda.set_device(ctx.local_rank)
     dist.init_process_group(backend=backend)
+    atexit.register(_release_at_exit)
 
 
 def share_run_stamp(ctx: DistContext) -> None:
@@ -69,3 +72,16 @@ def all_reduce(tensor: torch.Tensor, op: str = "sum") -> torch.Tensor:
 def shutdown() -> None:
     if dist.is_available() and dist.is_initialized():
         dist.destroy_process_group()
+
+
+def _release_at_exit() -> None:
+    """Free what still holds the process group while the interpreter is fully alive (an atexit hook).
+
+    ``destroy_process_group`` only drops torch.distributed's own references: a DistributedDataParallel
+    model keeps the gloo backend alive through its reducer. If that model outlives the run (a reference
+    cycle, an exception's traceback, a global), it is freed during interpreter finalization, where tearing
+    down gloo's threads sometimes aborts the process ("terminate called without an active exception",
+    SIGABRT): the run completed and wrote its files, yet torchrun reports the rank as failed.
+    """
+    shutdown()
+    gc.collect()

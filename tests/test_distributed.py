@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import json
 import os
+import shlex
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 ARGS = [
@@ -16,7 +18,24 @@ ARGS = [
 
 def _run(cmd: list[str], cwd: Path) -> subprocess.CompletedProcess:
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    return subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True, timeout=300)
+    start = time.monotonic()
+    result = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True, timeout=300)
+    result.seconds = time.monotonic() - start  # type: ignore[attr-defined]
+    return result
+
+
+def _explain(result: subprocess.CompletedProcess, run_dir: Path | None = None) -> str:
+    """All that a failed launch said (torchrun's and every rank's stderr), for the failure message."""
+    parts = [
+        f"command: {shlex.join(result.args)}",
+        f"exit code {result.returncode} after {result.seconds:.1f} s",  # type: ignore[attr-defined]
+        f"--- stderr ---\n{result.stderr[-20_000:]}",
+        f"--- stdout ---\n{result.stdout[-5_000:]}",
+    ]
+    log = run_dir / "train.log" if run_dir else None
+    if log and log.is_file():
+        parts.append(f"--- {log} ---\n{log.read_text()[-5_000:]}")
+    return "\n".join(parts)
 
 
 TORCHRUN = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2"]
@@ -24,9 +43,9 @@ TORCHRUN = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--np
 
 def test_torchrun_two_cpu_processes_match_a_single_process_run(tmp_path: Path) -> None:
     ddp = _run([*TORCHRUN, "-m", "cnnbench", "train", *ARGS, "hydra.run.dir=ddp"], tmp_path)
-    assert ddp.returncode == 0, ddp.stdout + ddp.stderr
+    assert ddp.returncode == 0, _explain(ddp, tmp_path / "ddp")
     single = _run([sys.executable, "-m", "cnnbench", "train", *ARGS, "hydra.run.dir=single"], tmp_path)
-    assert single.returncode == 0, single.stdout + single.stderr
+    assert single.returncode == 0, _explain(single, tmp_path / "single")
 
     run = tmp_path / "ddp"
     assert len(list(run.glob("events.out.tfevents.*"))) == 1, "only rank 0 writes TensorBoard events"
@@ -44,5 +63,5 @@ def test_torchrun_two_cpu_processes_match_a_single_process_run(tmp_path: Path) -
 
 def test_sync_bn_on_cpus_is_a_clear_error(tmp_path: Path) -> None:
     result = _run([*TORCHRUN, "-m", "cnnbench", "train", *ARGS, "trainer.sync_bn=true"], tmp_path)
-    assert result.returncode != 0
-    assert "trainer.sync_bn=true needs GPUs" in result.stdout + result.stderr
+    assert result.returncode != 0, _explain(result)
+    assert "trainer.sync_bn=true needs GPUs" in result.stdout + result.stderr, _explain(result)

@@ -241,7 +241,7 @@ def test_stochastic_depth_is_a_survival_probability(compose_config: Compose) -> 
 
 
 def write_run(folder: Path, cfg: DictConfig, test_error: float = 0.09) -> Path:
-    """A run folder as training leaves it: Hydra's .hydra/config.yaml and metrics.json (docs/design-sketch.md)."""
+    """A run folder as training leaves it: .hydra/config.yaml and metrics.json (docs/design-sketch.md)."""
     (folder / ".hydra").mkdir(parents=True)
     OmegaConf.save(cfg, folder / ".hydra" / "config.yaml")  # what Hydra saves: interpolations unresolved
     metrics = {

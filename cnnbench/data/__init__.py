@@ -12,32 +12,17 @@ from __future__ import annotations
 
 import operator
 from collections.abc import Callable
-from dataclasses import dataclass, replace
+from dataclasses import replace
 
 import torch
 
+from cnnbench.data.cifar import load_cifar10, load_cifar100
+from cnnbench.data.dataset import ImageDataset
+from cnnbench.data.digits import load_digits
+from cnnbench.data.paths import default_data_root
+from cnnbench.data.svhn import load_svhn
+from cnnbench.data.synthetic import load_synthetic
 from cnnbench.errors import CnnbenchError
-
-
-@dataclass
-class ImageDataset:
-    name: str
-    train_images: torch.Tensor  # uint8 (N, 3, 32, 32)
-    train_labels: torch.Tensor  # int64 (N,)
-    test_images: torch.Tensor
-    test_labels: torch.Tensor
-    num_classes: int
-    val_images: torch.Tensor | None = None
-    val_labels: torch.Tensor | None = None
-    synthetic: bool = False  # random images: for throughput benchmarks only
-
-
-# The loaders build ImageDataset, so they are imported after it is defined.
-from cnnbench.data.cifar import load_cifar10, load_cifar100  # noqa: E402
-from cnnbench.data.digits import load_digits  # noqa: E402
-from cnnbench.data.paths import default_data_root  # noqa: E402
-from cnnbench.data.svhn import load_svhn  # noqa: E402
-from cnnbench.data.synthetic import load_synthetic  # noqa: E402
 
 # name -> loader(**options); every loader ignores the options it does not use.
 DATASETS: dict[str, Callable[..., ImageDataset]] = {

@@ -1,9 +1,7 @@
 """CIFAR-10 and CIFAR-100 from the official python-pickle folders.
 
-The folders are ``cifar-10-batches-py`` and ``cifar-100-python`` under the data root.
-
-Also home of the array checks shared with the SVHN reader: they raise ``ValueError(reason)`` and the
-readers turn that into a ``CnnbenchError`` naming the file and the fix.
+The folders are ``cifar-10-batches-py`` and ``cifar-100-python`` under the data root. The array checks
+shared with the SVHN reader live in ``cnnbench.data.dataset``.
 """
 
 from __future__ import annotations
@@ -14,9 +12,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-import torch
 
-from cnnbench.data import ImageDataset
+from cnnbench.data.dataset import ImageDataset, as_labels, as_uint8_pixels, to_image_tensor, to_label_tensor
 from cnnbench.data.paths import corrupt_error, download_error, missing_error, resolve_root
 from cnnbench.errors import CnnbenchError
 
@@ -134,8 +131,7 @@ def _read_batch(spec: _CifarSpec, folder: Path, file_name: str) -> tuple[np.ndar
         with path.open("rb") as f:
             batch = _ArrayUnpickler(f, encoding="bytes").load()
     except Exception as exc:  # garbage input makes pickle raise nearly any exception type
-        reason = f"it cannot be unpickled ({type(exc).__name__}: {exc})"
-        raise corrupt_error(spec.title, path, reason, folder) from exc
+        raise corrupt_error(spec.title, path, "it cannot be unpickled", folder, cause=exc) from exc
     try:
         return _parse_batch(batch, spec)
     except ValueError as exc:
@@ -156,47 +152,3 @@ def _parse_batch(batch: object, spec: _CifarSpec) -> tuple[np.ndarray, np.ndarra
     labels = as_labels(entries[spec.label_key], len(data), spec.label_key, 0, spec.num_classes)
     # Each row is the 1024 red, then green, then blue values of a 32x32 image in row-major order.
     return data.reshape(-1, 3, 32, 32), labels
-
-
-def as_uint8_pixels(value: object, key: str) -> np.ndarray:
-    """``value`` as a uint8 array; ValueError unless it is a non-empty integer array with values 0..255."""
-    if not isinstance(value, np.ndarray):
-        raise ValueError(f"'{key}' is a {type(value).__name__}, not a numpy array")
-    if value.size == 0:
-        raise ValueError(f"'{key}' holds no images")
-    if value.dtype == np.uint8:
-        return value
-    if not np.issubdtype(value.dtype, np.integer):
-        raise ValueError(f"'{key}' has dtype {value.dtype}, expected uint8 pixel values")
-    if value.min() < 0 or value.max() > 255:
-        raise ValueError(f"'{key}' has values outside 0..255")
-    return value.astype(np.uint8)
-
-
-def as_labels(value: object, count: int, key: str, low: int, high: int) -> np.ndarray:
-    """``value`` as int64 labels; ValueError unless there are ``count`` integers in ``[low, high)``."""
-    try:
-        labels = np.asarray(value)
-    except ValueError as exc:  # ragged nested lists
-        raise ValueError(f"'{key}' is not a flat list of labels") from exc
-    if labels.ndim != 1:
-        raise ValueError(f"'{key}' has shape {labels.shape}, expected a flat list of labels")
-    if len(labels) != count:
-        raise ValueError(f"'{key}' has {len(labels)} labels for {count} images")
-    if not np.issubdtype(labels.dtype, np.integer):
-        raise ValueError(f"'{key}' has dtype {labels.dtype}, expected integer class labels")
-    if labels.min() < low or labels.max() >= high:
-        raise ValueError(
-            f"'{key}' has labels from {labels.min()} to {labels.max()}, expected {low}..{high - 1}"
-        )
-    return labels.astype(np.int64)
-
-
-def to_image_tensor(images: np.ndarray) -> torch.Tensor:
-    """uint8 (N, 3, 32, 32) array -> torch tensor that owns writable, contiguous memory."""
-    # Unpickled arrays can be read-only views of the file's bytes; torch warns on those.
-    return torch.from_numpy(np.require(images, dtype=np.uint8, requirements=["C", "W"]))
-
-
-def to_label_tensor(labels: np.ndarray) -> torch.Tensor:
-    return torch.from_numpy(np.require(labels, dtype=np.int64, requirements=["C", "W"]))

@@ -6,7 +6,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from cnnbench.data import ImageDataset
+from cnnbench.data.dataset import ImageDataset
 
 
 def load_digits(**_ignored: object) -> ImageDataset:

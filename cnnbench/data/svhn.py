@@ -9,8 +9,7 @@ from pathlib import Path
 
 import numpy as np
 
-from cnnbench.data import ImageDataset
-from cnnbench.data.cifar import as_labels, as_uint8_pixels, to_image_tensor, to_label_tensor
+from cnnbench.data.dataset import ImageDataset, as_labels, as_uint8_pixels, to_image_tensor, to_label_tensor
 from cnnbench.data.paths import corrupt_error, download_error, missing_error, resolve_root
 
 URL_BASE = "http://ufldl.stanford.edu/housenumbers/"
@@ -51,8 +50,7 @@ def _read_split(folder: Path, split: str, download: bool) -> tuple[np.ndarray, n
     try:
         mat = loadmat(str(path))
     except Exception as exc:  # scipy raises many types (ValueError, MatReadError, TypeError...) on bad files
-        reason = f"it cannot be read as a MATLAB file ({type(exc).__name__}: {exc})"
-        raise corrupt_error("SVHN", path, reason, path) from exc
+        raise corrupt_error("SVHN", path, "it cannot be read as a MATLAB file", path, cause=exc) from exc
     try:
         return _parse_mat(mat)
     except ValueError as exc:

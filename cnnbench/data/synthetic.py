@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from cnnbench.data import ImageDataset
+from cnnbench.data.dataset import ImageDataset
 from cnnbench.errors import CnnbenchError
 
 
