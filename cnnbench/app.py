@@ -16,7 +16,7 @@ from omegaconf import DictConfig
 
 from cnnbench.config import conf_dir
 from cnnbench.errors import CnnbenchError, print_error
-from cnnbench.runfiles import existing_run_error, holds_run
+from cnnbench.runfiles import holds_run
 
 # Set (through hydra.job.env_set, so every launcher passes it on) by `cnnbench resume SWEEP_DIR`.
 RESUME_ENV = "CNNBENCH_RESUME"
@@ -36,9 +36,16 @@ class RefuseOverwrite(Callback):
         if int(os.environ.get("RANK", "0")) > 0:
             return  # torchrun: rank 0 checks (and the other ranks find its files there)
         _refuse_unswept_experiment(config)
-        run_dir = Path(str(config.hydra.run.dir))
-        if holds_run(run_dir):
-            _refuse(existing_run_error(run_dir))
+        from cnnbench.engine.continuation import decide
+        from cnnbench.validate import check_config
+
+        task = _task_config(config)
+        try:
+            check_config(task)  # a refused config leaves no run folder behind
+            # trainer.resume: continue the same run, return for a completed one, refuse another run.
+            decide(task, Path(str(config.hydra.run.dir)))
+        except CnnbenchError as error:
+            _refuse(error)
 
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
         if config.hydra.job.env_set.get(RESUME_ENV):
@@ -53,6 +60,15 @@ class RefuseOverwrite(Callback):
                     f"hydra.sweep.dir=...)."
                 )
             )
+
+
+def _task_config(config: DictConfig) -> DictConfig:
+    """The job's config as the task function gets it: everything but the ``hydra`` section."""
+    from omegaconf import OmegaConf
+
+    task = OmegaConf.create({key: config[key] for key in config if key != "hydra"})
+    OmegaConf.set_struct(task, True)
+    return task
 
 
 def _refuse_unswept_experiment(config: DictConfig) -> None:
@@ -98,11 +114,18 @@ def _refuse_unnamed_sweeps(config: DictConfig) -> None:
 @hydra.main(version_base="1.3", config_path=str(conf_dir()), config_name="config")
 def hydra_app(cfg: DictConfig) -> float | None:
     from hydra.core.hydra_config import HydraConfig
+    from hydra.types import RunMode
 
     from cnnbench.resume import resume_sweep_job
     from cnnbench.train import run
 
-    run_dir = Path(HydraConfig.get().runtime.output_dir)
-    metrics = resume_sweep_job(cfg, run_dir) if os.environ.get(RESUME_ENV) else run(cfg, run_dir)
+    hydra_cfg = HydraConfig.get()
+    run_dir = Path(hydra_cfg.runtime.output_dir)
+    # The jobs of a sweep train with one fast path (the first job's choice, in the sweep folder).
+    sweep_dir = Path(hydra_cfg.sweep.dir) if hydra_cfg.mode == RunMode.MULTIRUN else None
+    if os.environ.get(RESUME_ENV):
+        metrics = resume_sweep_job(cfg, run_dir, sweep_dir)
+    else:
+        metrics = run(cfg, run_dir, sweep_dir=sweep_dir)
     # The final test error: what Hydra sweepers (e.g. Optuna) minimize.
     return metrics.get("test_error") if metrics else None

@@ -46,6 +46,7 @@ from typing import Any
 import torch
 
 from cnnbench.errors import CnnbenchError
+from cnnbench.fastpath import matmul_peak_gflops
 
 BENCH_OPTIONS = {"iters": int, "warmup": int, "repeats": int, "window": float, "eval_images": int}
 DEFAULT_WARMUP = 3
@@ -85,6 +86,11 @@ RESULT_KEYS = (
     "log_grad_every",
     "grad_norm_overhead_pct",
     "eval_img_per_s",
+    "step_gflop",
+    "achieved_gflops",
+    "matmul_peak_gflops",
+    "peak_fraction",
+    "fast_path",
     "peak_memory_mb",
     "peak_memory_kind",
     "other_cpu_pct",
@@ -362,6 +368,10 @@ def measure(
                 samples["baseline_step_ms"].append(1e3 * seconds / n_iters)
                 baseline.stop()
 
+    status("counting FLOPs and measuring the matmul peak")
+    step_gflop = train_step_gflop(baseline_model or parts.model, parts)
+    peak = matmul_peak_gflops(device, parts.precision)
+
     bad = int(step.first_bad_iter.item())
     if bad >= 0:
         status(f"warning: the training loss became non-finite at iteration {bad}")
@@ -402,6 +412,11 @@ def measure(
         if log_grad_every > 0
         else 0.0,
         "eval_img_per_s": _median(samples["eval_img_per_s"]),
+        "step_gflop": step_gflop,
+        "achieved_gflops": step_gflop / (train_ms / 1e3),
+        "matmul_peak_gflops": peak,
+        "peak_fraction": step_gflop / (train_ms / 1e3) / peak,
+        "fast_path": parts.fast_path.record(),
         "peak_memory_mb": memory_mb,
         "peak_memory_kind": memory_kind,
         "other_cpu_pct": load.percent(),
@@ -418,6 +433,17 @@ def measure(
             speedup=base_ms / train_ms,
         )
     return result
+
+
+def train_step_gflop(model: torch.nn.Module, parts) -> float:
+    """GFLOP of one training step's forward and backward (``torch.utils.flop_counter``), on a copy."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    clone = copy.deepcopy(model).float().to(parts.device)
+    images = parts.augment(parts.data.train_images[: parts.batch_size // parts.dist.world_size])
+    with FlopCounterMode(display=False) as counter:
+        clone(images.float()).float().logsumexp(1).sum().backward()
+    return counter.get_total_flops() / 1e9
 
 
 def _build_baseline(module, cfg, parts, model):
@@ -489,6 +515,11 @@ def results_table(result: dict[str, Any]):
         "gradient norms (ms each)",
         f"{result['grad_norm_ms']:.2f}"
         + (f" (every {every} steps: {result['grad_norm_overhead_pct']:.2f}%)" if every else " (off)"),
+    )
+    row(
+        "model FLOP/s",
+        f"{result['achieved_gflops']:,.0f} GFLOP/s = {100 * result['peak_fraction']:.0f}% of the "
+        f"{result['precision']} matmul peak ({result['matmul_peak_gflops']:,.0f} GFLOP/s)",
     )
     row("eval img/s", f"{result['eval_img_per_s']:,.0f}{_spread(s['eval_img_per_s'], ',.0f')}")
     kind = "peak RSS" if result["peak_memory_kind"] == "rss" else "peak CUDA allocated"
@@ -564,4 +595,51 @@ def run_bench(
         print(json.dumps(result, indent=2))
     else:
         Console(highlight=False).print(results_table(result))
+    return result
+
+
+def run_probe(overrides: list[str], as_json: bool = False) -> dict[str, Any]:
+    """`cnnbench bench --probe`: measure the fast-path candidates on this machine again (updating the
+    cache that ``auto`` settings read) and show them, the choice marked."""
+    from rich.console import Console
+    from rich.table import Table
+
+    from cnnbench.device import resolve_device
+    from cnnbench.fastpath import PROBE_BATCH, PROBE_DEPTH, cache_dir, parse_candidate, probe
+    from cnnbench.gpus import job_device
+
+    overrides, _ = split_bench_options(overrides)
+    cfg = compose_config(overrides)
+    device = resolve_device(job_device(cfg.trainer.device))
+    err = Console(stderr=True, highlight=False)
+    with err.status(f"cnnbench bench --probe: timing each candidate on {device}"):
+        result = probe(device, reprobe=True, announce=False)
+        peaks = {
+            precision: matmul_peak_gflops(device, precision)
+            for precision in sorted({parse_candidate(name)[0] for name in result["timings_ms"]})
+        }
+    result = {**result, "matmul_peak_gflops": peaks}
+    if as_json:
+        print(json.dumps(result, indent=2))
+        return result
+    fastest = min(result["timings_ms"].values())
+    machine = result["machine"]
+    where = machine.get("gpu") or f"{machine.get('cpu')}, {machine.get('threads')} threads"
+    table = Table(
+        title=f"Fast-path probe: ResNet-{PROBE_DEPTH} model update, batch {PROBE_BATCH}, on {where}",
+        caption=(
+            f"Flags: {' '.join(machine.get('flags', [])) or '-'}; torch {machine['torch']}. Took "
+            f"{result['probe_seconds']:.1f} s; cached in {cache_dir()}. Matmul peak: "
+            + ", ".join(f"{p} {g:,.0f} GFLOP/s" for p, g in peaks.items())
+            + ". trainer.precision=auto / trainer.channels_last=auto use the marked choice."
+        ),
+        title_justify="left",
+        caption_justify="left",
+    )
+    for column in ("candidate", "ms / step", "img/s", "vs fastest", ""):
+        table.add_column(column, justify="left" if column in ("candidate", "") else "right")
+    for name, ms in sorted(result["timings_ms"].items(), key=lambda item: item[1]):
+        chosen = "[bold green]<- auto[/bold green]" if name == result["choice"] else ""
+        table.add_row(name, f"{ms:.1f}", f"{PROBE_BATCH * 1e3 / ms:,.0f}", f"{ms / fastest:.2f}x", chosen)
+    Console(highlight=False).print(table)
     return result

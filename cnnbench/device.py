@@ -31,23 +31,11 @@ def resolve_device(name: str) -> torch.device:
     raise CnnbenchError(f"trainer.device={name!r} is not a device; use auto, cpu, cuda or cuda:N.")
 
 
-def cpu_has_native_bf16() -> bool:
-    """x86 CPUs with AVX512-BF16 or AMX: oneDNN runs bf16 convolutions natively, not emulated.
-
-    (``torch.ops.mkldnn._is_mkldnn_bf16_supported()`` is also true on plain AVX512 CPUs, where bf16 is
-    emulated and usually slower than fp32, so it is not the test here.)
-    """
-    try:
-        return bool(torch.cpu._is_avx512_bf16_supported() or torch.cpu._is_amx_tile_supported())
-    except (AttributeError, RuntimeError):
-        return False
-
-
 def resolve_precision(name: str, device: torch.device) -> str:
-    """``auto`` -> bf16 autocast on CUDA GPUs with bf16 and on CPUs with native bf16, fp32 elsewhere.
+    """Check a precision name against the device; ``auto`` -> bf16 on GPUs with bf16, else fp32.
 
-    On a CPU with AVX512-BF16, bf16 autocast trains ResNet-20/56 (batch 128) 1.3-1.6x faster than fp32
-    (measurements in docs/performance.md).
+    Training resolves ``auto`` by measurement instead (``cnnbench.fastpath``); this rule is the
+    measurement-free answer for short uses such as evaluation.
     """
     name = str(name)
     if name not in PRECISIONS:
@@ -56,8 +44,6 @@ def resolve_precision(name: str, device: torch.device) -> str:
         )
     if name == "auto":
         if device.type == "cuda" and torch.cuda.is_bf16_supported():
-            return "bf16"
-        if device.type == "cpu" and cpu_has_native_bf16():
             return "bf16"
         return "fp32"
     if name == "bf16" and device.type == "cuda" and not torch.cuda.is_bf16_supported():
@@ -75,15 +61,5 @@ def autocast(device: torch.device, precision: str) -> Callable[[], contextlib.Ab
     return lambda: torch.autocast(device_type=device.type, dtype=dtype)
 
 
-# On the CPU, compiling costs ~30 s and saves ~5% per step (docs/performance.md): it pays off only
-# for long runs, and short ones (quick experiments, tests) stay eager.
+# On the CPU, compiling costs tens of seconds: only runs this long consider it (cnnbench.fastpath).
 CPU_COMPILE_MIN_ITERS = 10_000
-
-
-def resolve_compile(flag: object, device: torch.device, max_iters: int = 0) -> bool:
-    """``auto`` -> compile on CUDA, and on the CPU for runs of at least CPU_COMPILE_MIN_ITERS iterations."""
-    if flag == "auto":
-        return device.type == "cuda" or max_iters >= CPU_COMPILE_MIN_ITERS
-    if isinstance(flag, bool):
-        return flag
-    raise CnnbenchError(f"trainer.compile={flag!r} must be auto, true or false.")

@@ -12,6 +12,7 @@ import gc
 import os
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Any
 
 import torch
 import torch.distributed as dist
@@ -54,12 +55,41 @@ def init(ctx: DistContext) -> None:
 
 
 def share_run_stamp(ctx: DistContext) -> None:
-    """Rank 0's time stamp in every rank's environment, so all ranks resolve the same run folder."""
+    """Rank 0's time stamp in every rank's environment, so all ranks resolve the same run folder.
+
+    Restarted workers (torchrun ``--max-restarts``) get the stamp of the first attempt of the same
+    torchrun launch (``TORCHELASTIC_RUN_ID``), so they continue the run in its folder.
+    """
     if not ctx.enabled or os.environ.get(STAMP_ENV):
         return
-    stamp = [datetime.now().strftime("%Y-%m-%d_%H-%M-%S_%f")]
+    stamp = [_launch_stamp() if ctx.is_main else None]
     dist.broadcast_object_list(stamp, src=0)
     os.environ[STAMP_ENV] = stamp[0]
+
+
+def _launch_stamp() -> str:
+    now = datetime.now().strftime("%Y-%m-%d_%H-%M-%S_%f")
+    run_id = os.environ.get("TORCHELASTIC_RUN_ID")
+    if not run_id or run_id == "none":
+        return now
+    from cnnbench.fastpath import cache_dir
+
+    record = cache_dir() / "torchrun" / f"{run_id}.stamp"
+    try:
+        return record.read_text().strip() or now
+    except OSError:
+        record.parent.mkdir(parents=True, exist_ok=True)
+        record.write_text(now + "\n")
+        return now
+
+
+def broadcast_object(obj: Any) -> Any:
+    """Rank 0's ``obj`` on every rank (itself when not distributed)."""
+    if not (dist.is_available() and dist.is_initialized()):
+        return obj
+    box = [obj]
+    dist.broadcast_object_list(box, src=0)
+    return box[0]
 
 
 def all_reduce(tensor: torch.Tensor, op: str = "sum") -> torch.Tensor:

@@ -15,7 +15,6 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
-from cnnbench.errors import CnnbenchError
 from cnnbench.runfiles import (
     CHECKPOINT_NAME,
     MULTIRUN_RECORD,
@@ -31,7 +30,8 @@ SKIP_STATUSES = ("completed", "diverged")
 
 
 def resume_run(run_dir: Path) -> int:
-    """Continue one run folder in place; returns the exit code."""
+    """Continue one run folder in place, as ``trainer.resume=must`` does; returns the exit code."""
+    from cnnbench.engine.continuation import decide
     from cnnbench.logs import setup_logging
     from cnnbench.train import run
 
@@ -42,25 +42,16 @@ def resume_run(run_dir: Path) -> int:
             f"iterations); nothing to resume, nothing changed."
         )
         return 0
-    if metrics.get("status") == "diverged":
-        raise CnnbenchError(
-            f"{run_dir} diverged at iteration {metrics.get('diverged_at')}; resuming its last checkpoint "
-            f"with the same settings would diverge again, exactly. Nothing was changed. Start a new run with "
-            f"`cnnbench train` and a lower optimizer.lr or a warm-up (schedule.warmup_iters=400)."
-        )
     cfg = saved_config(run_dir)
-    if not (run_dir / CHECKPOINT_NAME).is_file():
-        raise CnnbenchError(
-            f"{run_dir} has no checkpoint.pt (the run stopped before its first checkpoint at "
-            f"trainer.ckpt_every iterations), so there is nothing to continue. Start it again with "
-            f"`cnnbench train` and the overrides in {run_dir / SAVED_OVERRIDES}."
-        )
+    start = decide(cfg, run_dir, mode="must")  # diverged: refused; no checkpoint yet: started again
     setup_logging(run_dir)
-    run(cfg, run_dir, resume=True)
+    run(cfg, run_dir, resume=start.resume, restart=start.restart)
     return 0
 
 
-def resume_sweep_job(composed: DictConfig, run_dir: Path) -> dict[str, Any] | None:
+def resume_sweep_job(
+    composed: DictConfig, run_dir: Path, sweep_dir: Path | None = None
+) -> dict[str, Any] | None:
     """One job of a resumed sweep (runs inside the Hydra job, whatever the launcher)."""
     from cnnbench.train import run
 
@@ -73,10 +64,10 @@ def resume_sweep_job(composed: DictConfig, run_dir: Path) -> dict[str, Any] | No
         return metrics
     if (run_dir / CHECKPOINT_NAME).is_file():
         log.info("%s: resuming from its checkpoint (%s).", run_dir.name, status)
-        return run(saved_config(run_dir), run_dir, resume=True)
+        return run(saved_config(run_dir), run_dir, resume=True, sweep_dir=sweep_dir)
     log.info("%s: no checkpoint yet, starting it.", run_dir.name)
     _save_hydra_record(composed, run_dir)
-    return run(composed, run_dir, resume=False, restart=True)
+    return run(composed, run_dir, resume=False, restart=True, sweep_dir=sweep_dir)
 
 
 def _save_hydra_record(cfg: DictConfig, run_dir: Path) -> None:

@@ -57,6 +57,14 @@ def read_metrics(run_dir: Path) -> dict[str, Any] | None:
         return None
 
 
+def read_env(run_dir: Path) -> dict[str, Any] | None:
+    try:
+        data = json.loads((run_dir / ENV_NAME).read_text())
+    except (OSError, json.JSONDecodeError):
+        return None
+    return data if isinstance(data, dict) else None
+
+
 def _git_commit() -> str | None:
     source = Path(__file__).resolve().parent
     try:

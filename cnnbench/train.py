@@ -19,13 +19,15 @@ from omegaconf import DictConfig
 from omegaconf.errors import OmegaConfBaseException
 
 from cnnbench.checkpoint import CHECKPOINT_NAME, load_checkpoint, save_checkpoint
-from cnnbench.distributed import all_reduce, context, shutdown
+from cnnbench.distributed import all_reduce, broadcast_object, context, shutdown
+from cnnbench.engine.continuation import decide
 from cnnbench.engine.parts import build_parts
 from cnnbench.engine.records import RunRecords
-from cnnbench.engine.state import RunState, check_same_config, checkpoint_state, restore
+from cnnbench.engine.state import RunState, check_same_config, checkpoint_state, recorded_fast_path, restore
 from cnnbench.engine.step import RunDiverged, TrainStep, evaluate
 from cnnbench.errors import CnnbenchError
-from cnnbench.runfiles import BEST_CHECKPOINT_NAME, existing_run_error, holds_run
+from cnnbench.fastpath import CACHE_FILE as FASTPATH_RECORD
+from cnnbench.runfiles import BEST_CHECKPOINT_NAME, existing_run_error, holds_run, read_env
 from cnnbench.signals import GracefulStop
 from cnnbench.validate import check_config
 
@@ -41,7 +43,14 @@ class Trainer:
     never reached its first checkpoint (the folder holds its records, not a run to continue).
     """
 
-    def __init__(self, cfg: DictConfig, run_dir: Path, resume: bool = False, restart: bool = False) -> None:
+    def __init__(
+        self,
+        cfg: DictConfig,
+        run_dir: Path,
+        resume: bool = False,
+        restart: bool = False,
+        sweep_dir: Path | None = None,
+    ) -> None:
         check_config(cfg)
         self.cfg = cfg
         self.run_dir = Path(run_dir)
@@ -55,7 +64,10 @@ class Trainer:
         if fresh and dist.is_main and holds_run(self.run_dir):
             raise existing_run_error(self.run_dir)  # before anything is loaded or written
 
-        self.parts = build_parts(cfg, dist)
+        # A resume trains with the recorded fast path; the jobs of a sweep share the first one's choice.
+        recorded = recorded_fast_path(checkpoint, read_env(self.run_dir)) if checkpoint is not None else None
+        sweep_record = Path(sweep_dir) / FASTPATH_RECORD if sweep_dir is not None else None
+        self.parts = build_parts(cfg, dist, recorded=recorded, sweep_record=sweep_record)
         self.step = TrainStep(self.parts)
         if checkpoint is not None:
             self.state = restore(self.parts, self.step, checkpoint, self.run_dir)
@@ -211,10 +223,26 @@ class Trainer:
         return 128 + signum
 
 
-def run(cfg: DictConfig, run_dir: Path, resume: bool = False, restart: bool = False) -> dict[str, Any]:
-    """Train the run described by ``cfg`` in ``run_dir`` (with ``resume``: continue from its checkpoint)."""
+def run(
+    cfg: DictConfig,
+    run_dir: Path,
+    resume: bool = False,
+    restart: bool = False,
+    sweep_dir: Path | None = None,
+) -> dict[str, Any]:
+    """Train the run described by ``cfg`` in ``run_dir`` (with ``resume``: continue from its checkpoint).
+
+    ``sweep_dir``: the multirun folder of a sweep job (its jobs share one fast path).
+    """
     try:
-        trainer = Trainer(cfg, run_dir, resume=resume, restart=restart)
+        if not (resume or restart):
+            # trainer.resume decides what a folder that already holds a run means (engine/continuation.py).
+            start = broadcast_object(decide(cfg, Path(run_dir)) if context().is_main else None)
+            if start.done is not None:
+                log.info("%s is already completed; nothing to do, nothing changed.", run_dir)
+                return start.done
+            resume, restart = start.resume, start.restart
+        trainer = Trainer(cfg, run_dir, resume=resume, restart=restart, sweep_dir=sweep_dir)
     except OmegaConfBaseException as exc:
         # A key the config lacks (e.g. a hand-edited saved config); nothing has been written yet.
         raise CnnbenchError(
@@ -224,4 +252,5 @@ def run(cfg: DictConfig, run_dir: Path, resume: bool = False, restart: bool = Fa
     try:
         return trainer.train()
     finally:
+        del trainer  # free the DDP model (and gloo's threads with it) before the process group goes
         shutdown()

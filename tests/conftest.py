@@ -2,8 +2,15 @@
 
 from __future__ import annotations
 
+import os
+import tempfile
+
 import pytest
 from typer.testing import CliRunner
+
+# The fast-path probe's cache (trainer.precision/channels_last=auto): one per test session, never the
+# user's own, inherited by the subprocesses the tests start. The probe itself runs once per session.
+os.environ["CNNBENCH_CACHE"] = tempfile.mkdtemp(prefix="cnnbench-test-cache-")
 
 # depth 8 = one block per stage: a full run of tens of iterations takes seconds on a CPU.
 TINY = [

@@ -184,6 +184,7 @@ def metrics_of(run_dir: Path) -> dict:
 def final_metrics(run_dir: Path) -> dict:
     metrics = metrics_of(run_dir)
     del metrics["elapsed_seconds"]  # wall time: the one number that may differ
+    del metrics["attempts"]  # the history of starts: one per attempt (checked where it matters)
     return metrics
 
 
@@ -349,6 +350,27 @@ def test_sigkill_resumes_from_the_last_periodic_checkpoint_and_is_exact(
     assert raw_scalar_steps(run, "loss/train").count(25) == 2  # written twice, shown once
 
 
+def test_a_killed_job_restarted_with_the_same_command_continues_exactly(
+    reference: Path, tmp_path: Path, spawn: Callable[..., Running], cli: Cli, one_thread: None
+) -> None:
+    """What a SLURM requeue or a torchrun restart does: the same command again, in the same folder."""
+    run = tmp_path / "run"
+    training = spawn("train", *tiny(run, ckpt_every=20), cwd=tmp_path)
+    training.wait_for(rf"iter 30/{ITERS} \| test err")
+    training.proc.kill()
+    assert training.finish() == -signal.SIGKILL
+
+    code, out = cli("train", *tiny(run, ckpt_every=20))  # trainer.resume=auto, the default
+    assert code == 0, out
+    assert f"Resuming {run} at iteration 20/{ITERS}" in (run / "train.log").read_text()
+    assert_same_run(run, reference)
+    first, second = metrics_of(run)["attempts"]
+    assert (first["attempt"], first["start_iteration"], first["stopped"]) == (1, 0, None)
+    assert "killed" in first["reason"]
+    assert (second["attempt"], second["start_iteration"], second["reason"]) == (2, 20, "completed")
+    assert second["end_iteration"] == ITERS
+
+
 @pytest.mark.slow
 def test_double_ctrl_c_aborts_without_a_half_written_checkpoint(
     reference: Path, tmp_path: Path, spawn: Callable[..., Running], cli: Cli, one_thread: None
@@ -383,11 +405,42 @@ def test_resume_of_a_completed_run_changes_nothing(finished: Path, cli: Cli) -> 
     assert snapshot(finished) == before
 
 
-def test_train_into_a_run_folder_refuses_and_points_to_resume(finished: Path, cli: Cli) -> None:
+def test_train_into_another_runs_folder_is_refused_with_the_diff(finished: Path, cli: Cli) -> None:
     before = snapshot(finished)
     code, out = cli("train", *tiny(finished, iters=80))
-    assert_clean_error(code, out, "already holds a run", f"cnnbench resume {finished}")
+    assert_clean_error(code, out, "holds another run", "trainer.max_iters: 40 -> 80")
     assert snapshot(finished) == before  # .hydra/config.yaml included
+
+
+def test_train_into_a_run_folder_with_resume_never_refuses_and_points_to_resume(
+    finished: Path, cli: Cli
+) -> None:
+    before = snapshot(finished)
+    code, out = cli("train", *tiny(finished, "trainer.resume=never"))
+    assert_clean_error(code, out, "already holds a run", f"cnnbench resume {finished}")
+    assert snapshot(finished) == before
+
+
+def test_the_same_train_command_on_a_completed_run_returns_at_once(finished: Path, cli: Cli) -> None:
+    results = {name: (finished / name).read_bytes() for name in ("metrics.json", CHECKPOINT_NAME)}
+    code, out = cli("train", *tiny(finished))
+    assert code == 0, out
+    assert "already completed" in out
+    assert {name: (finished / name).read_bytes() for name in results} == results
+
+
+def test_resume_must_without_a_run_is_refused_before_anything_is_written(tmp_path: Path, cli: Cli) -> None:
+    run = tmp_path / "new"
+    code, out = cli("train", *tiny(run, "trainer.resume=must"))
+    assert_clean_error(code, out, "no run to continue", "trainer.resume=must")
+    assert not run.exists()
+
+
+def test_a_refused_config_leaves_no_run_folder(tmp_path: Path, cli: Cli) -> None:
+    run = tmp_path / "new"
+    code, out = cli("train", *tiny(run, "depth=21"))
+    assert_clean_error(code, out, "depth=21")
+    assert not run.exists()
 
 
 def test_sweep_into_a_sweep_folder_refuses(finished: Path, tmp_path: Path, cli: Cli) -> None:
@@ -443,7 +496,6 @@ BROKEN = {
     "garbage checkpoint": (_garbage, "cannot be read"),
     "empty checkpoint": (lambda run: (run / CHECKPOINT_NAME).write_bytes(b""), "cannot be read"),
     "foreign checkpoint": (_foreign, "not a cnnbench checkpoint"),
-    "no checkpoint": (_no_checkpoint, "no checkpoint.pt"),
     "unknown model": (_edit_config(lambda c: c["model"].update(name="nosuchnet")), "Unknown model"),
     "other depth": (_edit_config(lambda c: c.update(depth=14)), "differs from the one checkpoint.pt"),
     # Same weight shapes, so only the config comparison can tell: it must not resume as another model.
@@ -471,6 +523,18 @@ def test_resume_of_a_broken_run_folder_is_a_clear_error(case: str, finished: Pat
     code, out = cli("resume", finished)
     assert_clean_error(code, out, message)
     assert snapshot(finished) == before
+
+
+def test_resume_of_a_run_that_never_checkpointed_starts_it_again_in_place(
+    reference: Path, finished: Path, cli: Cli, one_thread: None
+) -> None:
+    _no_checkpoint(finished)
+    metrics = metrics_of(finished)
+    metrics.update(status="interrupted", iteration=5)  # stopped before its first checkpoint (10)
+    (finished / "metrics.json").write_text(json.dumps(metrics))
+    code, out = cli("resume", finished)
+    assert code == 0, out
+    assert_same_run(finished, reference)
 
 
 def test_resume_of_a_folder_that_is_no_run(tmp_path: Path, cli: Cli) -> None:

@@ -11,6 +11,7 @@ import contextlib
 import logging
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -19,9 +20,10 @@ from omegaconf import DictConfig, OmegaConf
 from cnnbench.data import load_dataset
 from cnnbench.data.augment import BatchAugment, normalization_stats
 from cnnbench.data.loader import DeviceBatches
-from cnnbench.device import autocast, resolve_compile, resolve_device, resolve_precision
+from cnnbench.device import autocast, resolve_device
 from cnnbench.distributed import DistContext, context, init
 from cnnbench.errors import CnnbenchError
+from cnnbench.fastpath import FastPath, resolve
 from cnnbench.gpus import job_device
 from cnnbench.models import build_model
 from cnnbench.optim import build_optimizer
@@ -59,6 +61,7 @@ class Parts:
     cfg: DictConfig
     dist: DistContext
     device: torch.device
+    fast_path: FastPath  # precision, layout and compile as resolved (and how), for the records
     precision: str  # fp32, bf16 or fp16: what ``trainer.precision`` resolved to
     autocast: Callable[[], contextlib.AbstractContextManager]
     compiled: bool
@@ -127,24 +130,51 @@ def _build_model(cfg: DictConfig, num_classes: int, dist: DistContext, device: t
     return model
 
 
-def build_parts(cfg: DictConfig, dist: DistContext | None = None) -> Parts:
-    """Seed, pick the device and precision, load the data onto the device, build model and optimizer."""
+def resolve_fast_path(
+    cfg: DictConfig,
+    device: torch.device,
+    dist: DistContext,
+    recorded: dict[str, Any] | None = None,
+    sweep_record: Path | None = None,
+) -> FastPath:
+    """``cnnbench.fastpath.resolve`` on rank 0, shared with the other ranks (one choice per run)."""
+    trainer = OmegaConf.to_container(cfg.trainer, resolve=True)
+    if not dist.enabled:
+        return resolve(trainer, device, recorded=recorded, sweep_record=sweep_record)
+    import torch.distributed as torch_dist
+
+    shared = [resolve(trainer, device, recorded, sweep_record).record() if dist.is_main else None]
+    torch_dist.broadcast_object_list(shared, src=0)
+    return FastPath(**shared[0])
+
+
+def build_parts(
+    cfg: DictConfig,
+    dist: DistContext | None = None,
+    recorded: dict[str, Any] | None = None,
+    sweep_record: Path | None = None,
+) -> Parts:
+    """Seed, pick the device and fast path, load the data onto the device, build model and optimizer.
+
+    ``recorded``: the fast path a resumed run trained with; ``sweep_record``: the sweep's shared choice.
+    """
     t = cfg.trainer
     dist = dist or context()
     device = resolve_device(job_device(t.device))
     if dist.enabled and device.type == "cuda":
         device = torch.device("cuda", dist.local_rank)
     init(dist)
-    precision = resolve_precision(t.precision, device)
+    fast_path = resolve_fast_path(cfg, device, dist, recorded, sweep_record)
+    precision = fast_path.precision
     seed = int(cfg.seed)
     seed_everything(seed)
     if device.type == "cuda":
         torch.backends.cudnn.benchmark = True
 
     data = load_device_data(cfg, device)
-    memory_format = torch.channels_last if t.channels_last else torch.contiguous_format
+    memory_format = fast_path.memory_format
     model = _build_model(cfg, data.num_classes, dist, device).to(device, memory_format=memory_format)
-    compiled = resolve_compile(t.compile, device, int(t.max_iters))
+    compiled = fast_path.compile
 
     def maybe_compile(module: torch.nn.Module) -> torch.nn.Module:
         return torch.compile(module, mode=COMPILE_MODE) if compiled else module
@@ -175,6 +205,7 @@ def build_parts(cfg: DictConfig, dist: DistContext | None = None) -> Parts:
         cfg=cfg,
         dist=dist,
         device=device,
+        fast_path=fast_path,
         precision=precision,
         autocast=autocast(device, precision),
         compiled=compiled,

@@ -12,10 +12,11 @@ from typing import Any
 
 from omegaconf import DictConfig
 
+from cnnbench.engine.continuation import close_attempt, open_attempt
 from cnnbench.engine.parts import Parts, model_options_of
 from cnnbench.engine.state import RunState
 from cnnbench.progress import Progress
-from cnnbench.runfiles import ENV_NAME, METRICS_NAME, environment, write_json_atomic
+from cnnbench.runfiles import ENV_NAME, METRICS_NAME, environment, read_metrics, write_json_atomic
 from cnnbench.tb import TensorBoardLog
 
 log = logging.getLogger("cnnbench")
@@ -77,8 +78,11 @@ class RunRecords:
         if self.enabled and fresh:
             env = environment(p.device, p.precision, p.compiled, p.data.synthetic)
             env["world_size"] = p.dist.world_size
+            env["fast_path"] = p.fast_path.record()
             write_json_atomic(self.run_dir / ENV_NAME, env)
-            self.tb.start(hparams_of(cfg, p.params, p.precision, p.data.synthetic))
+            hparams = hparams_of(cfg, p.params, p.precision, p.data.synthetic)
+            hparams.update(channels_last=p.fast_path.channels_last, compile=p.fast_path.compile)
+            self.tb.start(hparams)
         log.info(
             "%s: %s parameters, %s, %s%s, %d iterations of batch %d -> %s",
             self.label,
@@ -89,6 +93,12 @@ class RunRecords:
             self.max_iters,
             p.batch_size,
             self.run_dir,
+        )
+        # One attempt per start: a continuation reads the history from metrics.json, which also holds
+        # attempts that ended after the last checkpoint (a killed attempt's entry never got its end).
+        on_disk = (read_metrics(self.run_dir) or {}).get("attempts") if self.enabled else None
+        self.state.metrics["attempts"] = open_attempt(
+            on_disk or self.state.metrics.get("attempts") or [], self.state.iteration
         )
         self.write_metrics("running", message=None)
         self.progress = Progress(self.state.iteration, self.max_iters, self.label, enabled=self.enabled)
@@ -133,6 +143,11 @@ class RunRecords:
         )
         for key in RESULT_KEYS:
             state.metrics.setdefault(key, None)
+        if status != "running":
+            reason = (
+                status if status == "completed" else f"{status}: {extra.get('message') or ''}".strip(": ")
+            )
+            close_attempt(state.metrics.get("attempts") or [], reason, state.iteration)
         write_json_atomic(self.run_dir / METRICS_NAME, state.metrics)
 
     def close(self) -> None:

@@ -29,6 +29,7 @@ RESUME_MAY_CHANGE = (
     "trainer.eval_batch_size",
     "data.root",
     "data.download",
+    "trainer.resume",
 )
 
 
@@ -90,6 +91,8 @@ def checkpoint_state(parts: Parts, step: TrainStep, state: RunState) -> dict[str
         # the classifier's width, without loading the training set again.
         "normalization": {"mean": parts.augment.mean.cpu(), "std": parts.augment.std.cpu()},
         "num_classes": parts.data.num_classes,
+        # The precision/layout/compile this run trains with: a resume reuses them, never a new probe.
+        "fast_path": parts.fast_path.record(),
     }
 
 
@@ -123,21 +126,54 @@ def restore(parts: Parts, step: TrainStep, checkpoint: Mapping[str, Any], run_di
     return state
 
 
+def recorded_fast_path(checkpoint: Mapping[str, Any], env: Mapping[str, Any] | None) -> dict[str, Any]:
+    """The fast path a checkpointed run trained with (older runs: from env.json and their config)."""
+    if checkpoint.get("fast_path"):
+        return dict(checkpoint["fast_path"])
+    env, trainer = env or {}, (checkpoint.get("config") or {}).get("trainer", {})
+    layout = trainer.get("channels_last", True)
+    return {
+        "precision": env.get("precision", "fp32"),
+        "channels_last": layout if isinstance(layout, bool) else True,
+        "compile": bool(env.get("compile", False)),
+    }
+
+
 def _flatten(tree: Any, prefix: str = "") -> dict[str, Any]:
     if isinstance(tree, Mapping):
         return {k: v for key, value in tree.items() for k, v in _flatten(value, f"{prefix}{key}.").items()}
     return {prefix.rstrip("."): tree}
 
 
+def changed_settings(saved: Mapping[str, Any], now: Mapping[str, Any]) -> list[str]:
+    """The dotted keys whose values differ between two resolved configs, but for RESUME_MAY_CHANGE."""
+    old, new = _flatten(saved), _flatten(now)
+    return sorted(
+        k for k in old.keys() | new.keys() if old.get(k) != new.get(k) and k not in RESUME_MAY_CHANGE
+    )
+
+
+def config_diff_error(run_dir: Path, changed: list[str], saved: Mapping[str, Any], now: Any) -> CnnbenchError:
+    """The refusal to continue a run under another config, with the diff."""
+    old = _flatten(saved)
+    new = _flatten(now if isinstance(now, Mapping) else OmegaConf.to_container(now, resolve=True))
+    shown = ", ".join(f"{k}: {old.get(k)!r} -> {new.get(k)!r}" for k in changed[:8])
+    more = f" and {len(changed) - 8} more" if len(changed) > 8 else ""
+    return CnnbenchError(
+        f"{run_dir} holds another run: its config differs from this one ({shown}{more}), so continuing it "
+        f"would not be the same run. Nothing was changed; train into a new folder (drop hydra.run.dir=...), "
+        f"or restore the settings to continue it."
+    )
+
+
 def check_same_config(cfg: DictConfig, checkpoint: Mapping[str, Any], run_dir: Path) -> None:
     """The saved config must still be the one the checkpoint was trained with (else: not a continuation)."""
-    saved = _flatten(checkpoint.get("config", {}))
-    now = _flatten(OmegaConf.to_container(cfg, resolve=True))
-    changed = sorted(
-        k for k in saved.keys() | now.keys() if saved.get(k) != now.get(k) and k not in RESUME_MAY_CHANGE
-    )
+    now = OmegaConf.to_container(cfg, resolve=True)
+    changed = changed_settings(checkpoint.get("config", {}), now)
     if changed:
-        shown = ", ".join(f"{k}: {saved.get(k)!r} -> {now.get(k)!r}" for k in changed[:6])
+        old = _flatten(checkpoint.get("config", {}))
+        new = _flatten(now)
+        shown = ", ".join(f"{k}: {old.get(k)!r} -> {new.get(k)!r}" for k in changed[:6])
         raise CnnbenchError(
             f"The config in {run_dir / SAVED_CONFIG} differs from the one checkpoint.pt was "
             f"trained with ({shown}), so resuming would not continue the same run. Nothing was changed; "

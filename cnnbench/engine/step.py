@@ -15,6 +15,7 @@ import torch.nn.functional as F
 from cnnbench.distributed import all_reduce
 from cnnbench.engine.gradflow import GradFlow
 from cnnbench.engine.parts import Parts
+from cnnbench.engine.update import model_step
 from cnnbench.errors import CnnbenchError
 
 
@@ -42,18 +43,7 @@ class TrainStep:
         The model step alone: `cnnbench bench` times it on a resident batch as the "pure" step.
         """
         p = self.parts
-        with p.autocast():
-            logits = p.train_forward(images)
-        loss = F.cross_entropy(logits.float(), labels)  # the loss stays in fp32
-        p.optimizer.zero_grad(set_to_none=True)
-        if p.scaler is not None:
-            p.scaler.scale(loss).backward()
-            p.scaler.step(p.optimizer)
-            p.scaler.update()
-        else:
-            loss.backward()
-            p.optimizer.step()
-        return loss.detach(), logits.detach()
+        return model_step(p.train_forward, p.optimizer, p.scaler, p.autocast, images, labels)
 
     def __call__(self, iteration: int) -> None:
         """Train iteration ``iteration`` (0-based)."""

@@ -1,0 +1,383 @@
+"""The fast path chosen by measurement: precision, memory layout and compile for ``auto`` settings.
+
+CPU flags do not say what is fast: a CPU that reports AVX512-BF16 can run bf16 convolutions at half the
+fp32 speed, and another with AMX at seven times. So ``trainer.precision=auto`` and
+``trainer.channels_last=auto`` are decided by timing the real model update (``engine.update.model_step``)
+of the reference workload, ResNet-20 at batch 128 on 32x32 images, under each candidate (fp32 / bf16 x
+channels-last / NCHW on a CPU; bf16 / fp16 / fp32 x layouts on a GPU). ``trainer.compile=auto`` on a
+CPU is measured too (eager vs compiled, same workload), but only when a run of at least
+``CPU_COMPILE_MIN_ITERS`` iterations asks: compiling costs tens of seconds, which only a long run
+repays. On CUDA, ``compile=auto`` compiles (a rule, not yet measured on a GPU).
+
+The result is cached per machine (device name, the CPU flags that matter, thread count, torch version)
+in ``$CNNBENCH_CACHE`` (default ``~/.cache/cnnbench``), under a file lock so that parallel jobs probe
+once. A run records what it used (env.json, checkpoint, TensorBoard hparams); a resume reuses that
+record and never probes; the jobs of one sweep share the first job's choice (``fastpath.json`` in the
+sweep folder); an explicit setting always wins.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import os
+import platform
+import statistics
+import time
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import asdict, dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from cnnbench.device import CPU_COMPILE_MIN_ITERS, autocast, resolve_precision
+from cnnbench.errors import CnnbenchError
+
+log = logging.getLogger("cnnbench")
+
+CACHE_ENV = "CNNBENCH_CACHE"
+CACHE_FILE = "fastpath.json"  # in the cache folder (per machine) and in a sweep folder (per sweep)
+PROBE_VERSION = 1
+# Among candidates within this fraction of the fastest, prefer the more accurate / default one:
+# fp32 over bf16 over fp16, channels-last over NCHW.
+TIE_TOLERANCE = 0.03
+# Compile only when it is this much faster (it also costs its compilation time at every start).
+COMPILE_MIN_GAIN = 0.03
+PRECISION_ORDER = ("fp32", "bf16", "fp16")
+PROBE_BATCH, PROBE_DEPTH = 128, 20
+PROBE_BUDGET_S = 12.0  # seconds the precision/layout probe may take, once per machine
+
+
+@dataclass(frozen=True)
+class FastPath:
+    """The settings a run trains with, and how they were chosen (for the records)."""
+
+    precision: str
+    channels_last: bool
+    compile: bool
+    chosen_by: str = "config"  # config | probe | cache | sweep | recorded | rule
+    timings_ms: dict[str, float] = field(default_factory=dict)
+
+    def record(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @property
+    def memory_format(self) -> torch.memory_format:
+        return torch.channels_last if self.channels_last else torch.contiguous_format
+
+
+def candidate_name(precision: str, channels_last: bool) -> str:
+    return f"{precision}/{'channels_last' if channels_last else 'nchw'}"
+
+
+def parse_candidate(name: str) -> tuple[str, bool]:
+    precision, layout = name.split("/")
+    return precision, layout == "channels_last"
+
+
+# ----- the decision (pure: unit-tested with faked timings) ------------------------------------------
+def choose(timings_ms: Mapping[str, float], tolerance: float = TIE_TOLERANCE) -> str:
+    """The candidate to use: the fastest, or a more accurate/default one within ``tolerance`` of it."""
+    if not timings_ms:
+        raise ValueError("no timings to choose from")
+    fastest = min(timings_ms.values())
+    near = [name for name, ms in timings_ms.items() if ms <= fastest * (1 + tolerance)]
+
+    def preference(name: str) -> tuple[int, int]:
+        precision, channels_last = parse_candidate(name)
+        return PRECISION_ORDER.index(precision), 0 if channels_last else 1
+
+    return min(near, key=preference)
+
+
+def choose_compile(eager_ms: float, compiled_ms: float, min_gain: float = COMPILE_MIN_GAIN) -> bool:
+    return compiled_ms < eager_ms * (1 - min_gain)
+
+
+# ----- the machine and its cache --------------------------------------------------------------------
+def _cpu_info() -> tuple[str, list[str]]:
+    name, flags = platform.processor() or platform.machine(), []
+    with contextlib.suppress(OSError):
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            key, _, value = line.partition(":")
+            if key.strip() == "model name" and name in ("", platform.machine(), platform.processor()):
+                name = value.strip()
+            elif key.strip() == "flags":
+                wanted = ("avx2", "avx512f", "avx512_bf16", "amx_bf16", "amx_tile", "avx512_fp16")
+                flags = sorted(f for f in value.split() if f in wanted)
+                break
+    return name, flags
+
+
+def machine_key(device: torch.device) -> dict[str, Any]:
+    """What changes the answer: the device, the CPU flags that matter, threads, torch."""
+    key: dict[str, Any] = {"torch": torch.__version__, "device": device.type, "probe": PROBE_VERSION}
+    if device.type == "cuda":
+        index = device.index if device.index is not None else torch.cuda.current_device()
+        key.update(
+            gpu=torch.cuda.get_device_name(index), capability=list(torch.cuda.get_device_capability(index))
+        )
+    else:
+        name, flags = _cpu_info()
+        key.update(cpu=name, flags=flags, threads=torch.get_num_threads())
+    return key
+
+
+def cache_dir() -> Path:
+    if os.environ.get(CACHE_ENV):
+        return Path(os.environ[CACHE_ENV]).expanduser()
+    return Path(os.environ.get("XDG_CACHE_HOME") or "~/.cache").expanduser() / "cnnbench"
+
+
+@contextlib.contextmanager
+def locked(path: Path) -> Iterator[None]:
+    """An exclusive lock beside ``path`` (fcntl; parallel jobs on one machine probe once)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path.with_name(path.name + ".lock"), "a") as handle:
+        try:
+            import fcntl
+
+            fcntl.flock(handle, fcntl.LOCK_EX)
+        except (ImportError, OSError):  # no fcntl (Windows) or no locking on this filesystem
+            pass
+        yield
+
+
+def _read(path: Path) -> dict[str, Any]:
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return {}
+    return data if isinstance(data, dict) else {}
+
+
+def _write(path: Path, data: dict[str, Any]) -> None:
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp.write_text(json.dumps(data, indent=1) + "\n")
+    os.replace(tmp, path)
+
+
+def _key_string(key: Mapping[str, Any]) -> str:
+    return json.dumps(key, sort_keys=True)
+
+
+# ----- measurement ----------------------------------------------------------------------------------
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def _workload(device: torch.device, precision: str, channels_last: bool, compiled: bool = False):
+    """A fresh ResNet-20 (same seed every time), its SGD, and one resident batch: a timed callable."""
+    from cnnbench.engine.update import model_step
+    from cnnbench.models import build_model
+
+    fmt = torch.channels_last if channels_last else torch.contiguous_format
+    generator = torch.Generator().manual_seed(0)
+    with torch.random.fork_rng(devices=[]):  # do not disturb the caller's RNG
+        torch.manual_seed(0)
+        model = build_model("resnet", depth=PROBE_DEPTH, num_classes=10).to(device, memory_format=fmt)
+    images = torch.randn(PROBE_BATCH, 3, 32, 32, generator=generator).to(device).contiguous(memory_format=fmt)
+    labels = torch.randint(0, 10, (PROBE_BATCH,), generator=generator).to(device)
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9, weight_decay=1e-4)
+    scaler = torch.amp.GradScaler(device.type) if precision == "fp16" else None
+    forward = torch.compile(model, mode="max-autotune-no-cudagraphs") if compiled else model
+    context = autocast(device, precision)
+    return lambda: model_step(forward, optimizer, scaler, context, images, labels)
+
+
+def _time(step: Callable[[], object], device: torch.device, steps: int) -> float:
+    _sync(device)
+    start = time.perf_counter()
+    for _ in range(steps):
+        step()
+    _sync(device)
+    return 1e3 * (time.perf_counter() - start) / steps
+
+
+def candidates(device: torch.device) -> list[str]:
+    if device.type == "cuda":
+        precisions = ["fp32", "fp16"] + (["bf16"] if torch.cuda.is_bf16_supported() else [])
+    else:
+        # bf16 where oneDNN runs it at all (natively or emulated): only the timing says if it is faster.
+        bf16 = getattr(torch.ops.mkldnn, "_is_mkldnn_bf16_supported", lambda: False)()
+        precisions = ["fp32"] + (["bf16"] if bf16 else [])
+    return [candidate_name(p, cl) for p in precisions for cl in (True, False)]
+
+
+def measure(device: torch.device, budget_s: float = PROBE_BUDGET_S, steps: int = 2) -> dict[str, float]:
+    """Median ms per model update of each candidate, timed in interleaved rounds (the order rotates).
+
+    Two warm-up steps each (oneDNN/cuDNN pick their kernels there), then as many rounds (1 to 5) as fit
+    in ``budget_s`` seconds: a slow machine gets fewer rounds, never a longer probe.
+    """
+    start = time.perf_counter()
+    names = candidates(device)
+    workloads = {name: _workload(device, *parse_candidate(name)) for name in names}
+    estimate = {}
+    for name, step in workloads.items():
+        step()
+        estimate[name] = _time(step, device, 1)
+    per_round = steps * sum(estimate.values()) / 1e3
+    rounds = int(min(max((budget_s - (time.perf_counter() - start)) / max(per_round, 1e-9), 1), 5))
+    samples: dict[str, list[float]] = {name: [] for name in names}
+    for r in range(rounds):
+        for name in names[r % len(names) :] + names[: r % len(names)]:
+            samples[name].append(_time(workloads[name], device, steps))
+    return {name: statistics.median(values) for name, values in samples.items()}
+
+
+def measure_compile(device: torch.device, precision: str, channels_last: bool, steps: int = 5) -> dict:
+    eager = _workload(device, precision, channels_last)
+    compiled = _workload(device, precision, channels_last, compiled=True)
+    start = time.perf_counter()
+    for _ in range(2):
+        compiled()  # compilation happens here
+    compile_s = time.perf_counter() - start
+    eager()
+    times: dict[str, list[float]] = {"eager": [], "compiled": []}
+    for _ in range(3):
+        times["eager"].append(_time(eager, device, steps))
+        times["compiled"].append(_time(compiled, device, steps))
+    return {
+        "eager_ms": statistics.median(times["eager"]),
+        "compiled_ms": statistics.median(times["compiled"]),
+        "compile_s": compile_s,
+    }
+
+
+def matmul_peak_gflops(device: torch.device, precision: str, size: int = 2048, reps: int = 5) -> float:
+    """The measured matmul throughput in ``precision`` (GFLOP/s): the ceiling bench compares with."""
+    dtype = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}[precision]
+    generator = torch.Generator().manual_seed(0)
+    a = torch.randn(size, size, generator=generator).to(device, dtype)
+    b = torch.randn(size, size, generator=generator).to(device, dtype)
+    a @ b
+    ms = min(_time(lambda: a @ b, device, 1) for _ in range(reps))
+    return 2 * size**3 / (ms / 1e3) / 1e9
+
+
+# ----- the probe and its cache ----------------------------------------------------------------------
+def probe(device: torch.device, reprobe: bool = False, announce: bool = True) -> dict[str, Any]:
+    """This machine's measured timings and choice (cached; ``reprobe``: measure again)."""
+    key = machine_key(device)
+    path = cache_dir() / CACHE_FILE
+    with locked(path):
+        cache = _read(path)
+        entry = (cache.get("entries") or {}).get(_key_string(key))
+        if entry and not reprobe:
+            return {**entry, "cached": True}
+        if announce:
+            log.info("Measuring the fastest settings for this machine (once; cached in %s)...", path)
+        start = time.perf_counter()
+        timings = measure(device)
+        choice = choose(timings)
+        entry = {
+            "machine": key,
+            "timings_ms": timings,
+            "choice": choice,
+            "probe_seconds": round(time.perf_counter() - start, 2),
+            "measured_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        }
+        cache.setdefault("entries", {})[_key_string(key)] = entry
+        _write(path, cache)
+        return {**entry, "cached": False}
+
+
+def probe_compile(device: torch.device, precision: str, channels_last: bool) -> dict[str, Any]:
+    """Whether compiling pays on this machine (cached beside the probe)."""
+    key = {**machine_key(device), "compile_for": candidate_name(precision, channels_last)}
+    path = cache_dir() / CACHE_FILE
+    with locked(path):
+        cache = _read(path)
+        entry = (cache.get("compile") or {}).get(_key_string(key))
+        if entry:
+            return entry
+        log.info("Measuring whether torch.compile pays off on this machine (once; about a minute)...")
+        result = measure_compile(device, precision, channels_last)
+        entry = {**result, "compile": choose_compile(result["eager_ms"], result["compiled_ms"])}
+        cache.setdefault("compile", {})[_key_string(key)] = entry
+        _write(path, cache)
+        return entry
+
+
+def _explicit_layout(value: Any) -> bool | None:
+    if value == "auto":
+        return None
+    if isinstance(value, bool):
+        return value
+    raise CnnbenchError(f"trainer.channels_last={value!r} must be auto, true or false.")
+
+
+def _explicit_compile(value: Any) -> bool | None:
+    if value == "auto":
+        return None
+    if isinstance(value, bool):
+        return value
+    raise CnnbenchError(f"trainer.compile={value!r} must be auto, true or false.")
+
+
+def resolve(
+    trainer: Mapping[str, Any],
+    device: torch.device,
+    recorded: Mapping[str, Any] | None = None,
+    sweep_record: Path | None = None,
+) -> FastPath:
+    """The settings for a run: explicit config > the run's record (resume) > the sweep's > the probe.
+
+    ``trainer`` is the ``trainer`` config section; ``recorded`` the fast path a resumed run trained with;
+    ``sweep_record`` the sweep's ``fastpath.json`` (written by its first job, read by the others).
+    """
+    precision = str(trainer.get("precision", "auto"))
+    resolve_precision(precision, device)  # names and device support, one clear error
+    layout = _explicit_layout(trainer.get("channels_last", "auto"))
+    compile_flag = _explicit_compile(trainer.get("compile", "auto"))
+    max_iters = int(trainer.get("max_iters", 0))
+    explicit = precision != "auto" and layout is not None and compile_flag is not None
+    if recorded:
+        return FastPath(
+            precision=precision if precision != "auto" else str(recorded["precision"]),
+            channels_last=layout if layout is not None else bool(recorded["channels_last"]),
+            compile=compile_flag if compile_flag is not None else bool(recorded["compile"]),
+            chosen_by="recorded",
+        )
+    if explicit:
+        return FastPath(precision, layout, compile_flag, chosen_by="config")
+    if sweep_record is not None:
+        with locked(sweep_record):
+            shared = _read(sweep_record)
+            if not shared:
+                shared = resolve(trainer, device).record()
+                _write(sweep_record, shared)
+        return resolve(trainer, device, recorded=shared)
+
+    result = probe(device)
+    best_precision, best_layout = parse_candidate(result["choice"])
+    if precision == "auto" and layout is None:
+        chosen_precision, chosen_layout = best_precision, best_layout
+    else:  # one of them is fixed: the fastest measured candidate with it
+        timings = {
+            name: ms
+            for name, ms in result["timings_ms"].items()
+            if (precision == "auto" or parse_candidate(name)[0] == precision)
+            and (layout is None or parse_candidate(name)[1] == layout)
+        }
+        fallback = (precision, True if layout is None else layout)
+        chosen_precision, chosen_layout = parse_candidate(choose(timings)) if timings else fallback
+    if compile_flag is None:
+        if device.type == "cuda":
+            compile_flag = True  # the rule on GPUs (see the module docstring)
+        elif max_iters >= CPU_COMPILE_MIN_ITERS:
+            compile_flag = bool(probe_compile(device, chosen_precision, chosen_layout)["compile"])
+        else:
+            compile_flag = False  # a short run never repays the compilation
+    return FastPath(
+        precision=chosen_precision,
+        channels_last=chosen_layout,
+        compile=compile_flag,
+        chosen_by="cache" if result.get("cached") else "probe",
+        timings_ms=dict(result["timings_ms"]),
+    )
