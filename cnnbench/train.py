@@ -181,9 +181,12 @@ class Trainer:
                     stopping = self._stop_agreed(stop, log_every)
                 if stopping and state.iteration < max_iters:
                     self.checkpoint()
+                    requeue = " (requeued by the scheduler: continues by itself)" if stop.requeued else ""
                     records.write_metrics(
-                        "interrupted", message=f"stopped by {signal.Signals(stop.signum).name}"
+                        "interrupted", message=f"stopped by {signal.Signals(stop.signum).name}{requeue}"
                     )
+                    records.close()
+                    stop.hand_over()  # submitit requeues the job and exits here
                     raise SystemExit(self._interrupted_message(stop.signum))
             records.write_metrics("completed", message=None)
             if is_main:

@@ -761,3 +761,44 @@ def test_resume_of_a_joblib_sweep(tmp_path: Path) -> None:
     assert "Joblib.Parallel(n_jobs=2" in out  # the sweep's own launcher
     assert snapshot(done) == untouched
     assert final_metrics(lost) == expected
+
+
+def test_a_requeue_signal_checkpoints_hands_over_and_the_requeued_job_continues(
+    reference: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, one_thread: None
+) -> None:
+    """submitit's USR2: checkpoint at the step boundary, then submitit's own handler requeues and exits;
+    the requeued job (the same call in the same folder) continues exactly."""
+    from cnnbench.engine.step import TrainStep
+    from cnnbench.train import run
+
+    cfg = compose_tiny(f"trainer.max_iters={ITERS}", "trainer.ckpt_every=10")
+    handed_over: list[int] = []
+
+    def submitit_handler(signum: int, frame: object) -> None:  # requeue (scontrol), then sys.exit(-1)
+        handed_over.append(checkpoint_of(tmp_path)["iteration"])
+        raise SystemExit(-1)
+
+    step = TrainStep.__call__
+
+    def step_with_requeue_signal(self: TrainStep, iteration: int) -> None:
+        step(self, iteration)
+        if iteration + 1 == 13:
+            signal.raise_signal(signal.SIGUSR2)
+
+    previous = signal.signal(signal.SIGUSR2, submitit_handler)
+    monkeypatch.setattr(TrainStep, "__call__", step_with_requeue_signal)
+    try:
+        with pytest.raises(SystemExit) as stopped:
+            run(cfg, tmp_path)
+    finally:
+        signal.signal(signal.SIGUSR2, previous)
+    assert stopped.value.code == -1 and handed_over == [13]  # handed over after the checkpoint
+    metrics = metrics_of(tmp_path)
+    assert metrics["status"] == "interrupted" and "requeued" in metrics["message"]
+
+    monkeypatch.setattr(TrainStep, "__call__", step)
+    run(cfg, tmp_path)  # the requeued job: trainer.resume=auto continues
+    assert_same_run(tmp_path, reference)
+    first, second = metrics_of(tmp_path)["attempts"]
+    assert "requeued" in first["reason"] and first["end_iteration"] == 13
+    assert second["start_iteration"] == 13 and second["reason"] == "completed"

@@ -151,6 +151,8 @@ class RunRecords:
         write_json_atomic(self.run_dir / METRICS_NAME, state.metrics)
 
     def close(self) -> None:
+        """Stop the progress display and flush TensorBoard (idempotent)."""
         if self.progress is not None:
             self.progress.close()
+            self.progress = None
         self.tb.close()
