@@ -18,5 +18,9 @@ class CnnbenchError(Exception):
 def print_error(message: str) -> None:
     """How every command shows a user error: ``error: <message>`` on stderr, no traceback."""
     from rich.console import Console
+    from rich.markup import escape
 
-    Console(stderr=True, highlight=False).print(f"[bold red]error:[/bold red] {message}", soft_wrap=True)
+    # escape: a message may hold brackets (`pip install "cnnbench[onnx]"`, `[4000,6000]`), not markup.
+    Console(stderr=True, highlight=False).print(
+        f"[bold red]error:[/bold red] {escape(message)}", soft_wrap=True
+    )

@@ -308,3 +308,26 @@ def test_corrupt_config_is_skipped_with_a_warning(tmp_path: Path) -> None:
     assert [r.path.name for r in result.runs] == ["good"]
     assert any("config.yaml is unreadable" in w for w in result.warnings)
     assert "config.yaml is unreadable" in result.md.read_text()
+
+
+def test_test_error_at_best_val_column_and_optimistic_best_test(tmp_path: Path) -> None:
+    from cnnbench.report.tables import AT_BEST_VAL, BEST_TEST
+
+    for seed, at_best_val in ((0, 0.09), (1, 0.11)):
+        run = make_run(tmp_path / "sweep" / f"seed{seed}", seed=seed, test_error=0.10, best_test_error=0.08)
+        metrics = json.loads((run / "metrics.json").read_text())
+        metrics.update(best_val_error=0.07, best_val_iteration=800, test_error_at_best_val=at_best_val)
+        (run / "metrics.json").write_text(json.dumps(metrics))
+    result = make_report([tmp_path / "sweep"])
+    [row] = read_csv(result.csv)
+    assert float(row["test_error_at_best_val_pct"]) == pytest.approx(10.0)
+    assert float(row["test_error_at_best_val_pct_std"]) == pytest.approx(1.4142, abs=1e-3)
+    md = result.md.read_text()
+    assert f"| {AT_BEST_VAL} |" in md and "| 10.00 ± 1.41 |" in md
+    assert BEST_TEST in md and "optimistic" in BEST_TEST
+
+    # Without a validation split the column is left out; best test stays marked as optimistic.
+    plain = make_report([make_run(tmp_path / "noval", seed=0)], out=tmp_path / "out")
+    md = plain.md.read_text()
+    assert AT_BEST_VAL not in md.split("## Notes")[0] and BEST_TEST in md
+    assert read_csv(plain.csv)[0]["test_error_at_best_val_pct"] == ""

@@ -58,6 +58,9 @@ class Run:
     message: str | None
     has_config: bool
     config: dict[str, Any] = field(default_factory=dict)
+    # Model selection on a validation split (data.val_size); None without one.
+    best_val_error: float | None = None
+    test_error_at_best_val: float | None = None  # the honest test number: weights picked on validation
 
     def primary_key(self) -> str:
         """What a configuration is named by: data, augmentation, model, options, depth."""
@@ -197,6 +200,8 @@ def load_run(run_dir: Path) -> Run:
         message=str(metrics["message"]) if metrics.get("message") else None,
         has_config=config is not None,
         config=cfg,
+        best_val_error=_fraction(metrics.get("best_val_error")),
+        test_error_at_best_val=_fraction(metrics.get("test_error_at_best_val")),
     )
 
 

@@ -54,10 +54,14 @@ class Row:
     all_runs: list[Run] = field(default_factory=list)  # every run of the configuration, any status
     train_error: Stat = field(init=False)
     test_error: Stat = field(init=False)
+    # Test error of the weights with the best validation error (runs with data.val_size): selected without
+    # looking at the test set, unlike best_test_error.
+    test_error_at_best_val: Stat = field(init=False)
 
     def __post_init__(self) -> None:
         self.train_error = Stat.of([r.train_error for r in self.runs])
         self.test_error = Stat.of([r.test_error for r in self.runs])
+        self.test_error_at_best_val = Stat.of([r.test_error_at_best_val for r in self.runs])
 
     @property
     def name(self) -> str:

@@ -1,0 +1,553 @@
+"""`cnnbench status PATH...`: every job of a run or sweep folder at a glance, read from its small files.
+
+Reads metrics.json, .hydra/config.yaml, .hydra/overrides.yaml and multirun.yaml only (json and yaml; the
+sweep's expected jobs through Hydra's override parser): no torch, no model, no checkpoint is loaded, and
+nothing is written. A 16-job sweep answers in a fraction of a second.
+
+States: the metrics.json ``status`` (completed, running, interrupted, diverged, failed), and
+
+- ``stale``: metrics.json says running but has not been rewritten for longer than
+  ``max(STALE_FLOOR_S, 3 x the run's write interval)``. A running job rewrites metrics.json at every
+  evaluation (``trainer.eval_every`` iterations); the interval is that many iterations at the run's own
+  pace (``elapsed_seconds / iteration``). The floor covers start-up (data loading, compilation) and runs
+  without a measured pace. A killed process (SIGKILL, node loss) cannot update its status, so its job
+  stays "running" forever: shown as ``running?`` with the age of the file.
+- ``not started``: a job folder without metrics.json yet, or a combination of the sweep with no folder.
+- ``unreadable``: a job whose metrics.json cannot be read or makes no sense; the reason is shown and the
+  rest of the table is not affected.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import re
+import shlex
+import time
+from collections.abc import Iterator
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from cnnbench.errors import CnnbenchError
+from cnnbench.runfiles import (
+    CHECKPOINT_NAME,
+    METRICS_NAME,
+    MULTIRUN_RECORD,
+    SAVED_CONFIG,
+    SAVED_OVERRIDES,
+    STATUSES,
+)
+
+STALE = "stale"
+NOT_STARTED = "not started"
+UNREADABLE = "unreadable"
+# Every state, in the order the summary counts them.
+STATES = (*STATUSES[:2], STALE, *STATUSES[2:], NOT_STARTED, UNREADABLE)
+UNFINISHED = ("running", STALE, "interrupted", "failed")  # states that get an ETA
+
+STALE_FLOOR_S = 600.0  # no verdict of "stale" before 10 minutes without an update
+STALE_FACTOR = 3.0  # ... or 3 write intervals, whichever is longer
+DEFAULT_EVAL_EVERY = 400  # conf/trainer/default.yaml, for runs whose saved config cannot be read
+MESSAGE_WIDTH = 60  # the table's message column; --json has the whole message
+JOB_SEARCH_DEPTH = 4  # job folders may nest (override values with "/"); never deeper than this
+
+
+@dataclass
+class Job:
+    """One job's row: what its files say (or why they cannot be read)."""
+
+    job: str  # the folder name relative to the sweep (override dirname), or the run folder's name
+    path: str | None  # None for a sweep combination that never got a folder
+    state: str
+    iteration: int | None = None
+    max_iters: int | None = None
+    attempts: int = 0
+    message: str | None = None  # the error, divergence, interruption or staleness, in full
+    elapsed_seconds: float | None = None
+    eta_seconds: float | None = None
+    metrics_age_seconds: float | None = None  # since metrics.json was last written
+    checkpoint: bool = False
+    diverged_at: int | None = None
+    overrides: list[str] | None = None
+    model: str | None = None
+    depth: int | None = None
+    seed: int | None = None
+    train_error: float | None = None
+    test_error: float | None = None
+    attempt_log: list[dict[str, Any]] = field(default_factory=list)
+
+    @property
+    def percent(self) -> float | None:
+        if self.iteration is None or not self.max_iters:
+            return None
+        return 100.0 * self.iteration / self.max_iters
+
+    def record(self) -> dict[str, Any]:
+        return {**asdict(self), "percent": None if self.percent is None else round(self.percent, 1)}
+
+
+@dataclass
+class FolderStatus:
+    """A run folder (one job) or a sweep folder (every job, started or not)."""
+
+    path: Path
+    kind: str  # "run" or "sweep"
+    jobs: list[Job]
+    expected_jobs: int | None = None  # sweeps: the number of combinations, None if unknown
+    notes: list[str] = field(default_factory=list)
+
+    def counts(self) -> dict[str, int]:
+        return {s: n for s in STATES if (n := sum(j.state == s for j in self.jobs))}
+
+    def iterations(self) -> tuple[int, int | None]:
+        """Iterations done over all jobs, and the total (None when some job's total is unknown)."""
+        done = sum(j.iteration or 0 for j in self.jobs)
+        totals = [j.max_iters for j in self.jobs]
+        return done, None if any(t is None for t in totals) else sum(totals)  # type: ignore[arg-type]
+
+    def next_steps(self) -> list[str]:
+        """What to do next, one sentence each; empty when every job completed."""
+        counts = self.counts()
+        target = shlex.quote(str(self.path))
+        steps = []
+        resumable = sum(counts.get(s, 0) for s in ("interrupted", "failed", STALE, NOT_STARTED))
+        if self.kind == "run" and resumable:
+            if (self.path.parent / MULTIRUN_RECORD).is_file():
+                steps.append(f"It is a job of a sweep: cnnbench resume {shlex.quote(str(self.path.parent))}")
+            elif self.jobs[0].checkpoint:
+                steps.append(f"Continue it: cnnbench resume {target}")
+            else:
+                steps.append(
+                    f"It has no checkpoint yet: start it again in place with `cnnbench train "
+                    f"{_run_dir_override(self.path)}` and the overrides in "
+                    f"{shlex.quote(str(self.path / SAVED_OVERRIDES))}."
+                )
+        elif resumable:
+            wait = (
+                f" once the {counts['running']} running job(s) have stopped (resume would start them again)"
+                if counts.get("running")
+                else ""
+            )
+            steps.append(f"Resume the unfinished jobs{wait}: cnnbench resume {target}")
+        if counts.get(STALE):
+            steps.append(
+                "Jobs shown as running? have not updated metrics.json for a long time: their process was "
+                "probably killed. Make sure it is gone before resuming."
+            )
+        if counts.get("diverged"):
+            steps.append(
+                "Diverged jobs are not resumed (they would diverge again, exactly): train them anew with a "
+                "lower optimizer.lr or a warm-up (schedule.warmup_iters=400)."
+            )
+        if counts.get(UNREADABLE):
+            steps.append("Check the unreadable jobs' metrics.json (the reason is in the table).")
+        return steps
+
+    def summary(self) -> dict[str, Any]:
+        done, total = self.iterations()
+        return {
+            "jobs": len(self.jobs),
+            "expected_jobs": self.expected_jobs,
+            "counts": self.counts(),
+            "iterations_done": done,
+            "iterations_total": total,
+            "next": self.next_steps(),
+            "notes": list(self.notes),
+        }
+
+    def record(self) -> dict[str, Any]:
+        return {
+            "path": str(self.path),
+            "kind": self.kind,
+            "jobs": [j.record() for j in self.jobs],
+            "summary": self.summary(),
+        }
+
+
+def _hydra_string(value: str) -> str:
+    """``value`` as one Hydra override value (quoted when commas, equals signs or brackets would split it)."""
+    if re.fullmatch(r"[\w./:~+-]*", value):
+        return value
+    return "'" + value.replace("\\", "\\\\").replace("'", "\\'") + "'"
+
+
+def _run_dir_override(path: Path) -> str:
+    """``hydra.run.dir=PATH`` as one shell word that Hydra reads as one value."""
+    word = f"hydra.run.dir={_hydra_string(str(path))}"
+    return f'"{word}"' if "'" in word and not re.search(r'["$`\\!]', word) else shlex.quote(word)
+
+
+# ----- reading --------------------------------------------------------------------------------------
+def _yaml_load(path: Path) -> Any:
+    import yaml
+
+    loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+    return yaml.load(path.read_text(), Loader=loader)
+
+
+def _read_yaml(path: Path) -> Any:
+    """A small YAML file, or None when it is missing or unreadable (the caller says so if it matters)."""
+    try:
+        return _yaml_load(path)
+    except Exception:
+        return None
+
+
+def _int(value: Any) -> int | None:
+    return value if isinstance(value, int) and not isinstance(value, bool) else None
+
+
+def _float(value: Any) -> float | None:
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return None
+    return float(value)
+
+
+def _trainer_setting(config: Any, key: str) -> int | None:
+    trainer = config.get("trainer") if isinstance(config, dict) else None
+    return _int(trainer.get(key)) if isinstance(trainer, dict) else None
+
+
+def _stale_after(elapsed: float | None, iteration: int | None, eval_every: int) -> float:
+    """Seconds without a metrics.json update after which a running job is presumed dead."""
+    if not elapsed or not iteration:
+        return STALE_FLOOR_S
+    return max(STALE_FLOOR_S, STALE_FACTOR * eval_every * elapsed / iteration)
+
+
+def read_job(folder: Path, name: str, now: float | None = None) -> Job:
+    """One job folder's row; never raises for a bad file (the row says ``unreadable`` and why)."""
+    now = time.time() if now is None else now
+    config = _read_yaml(folder / SAVED_CONFIG)
+    overrides = _read_yaml(folder / SAVED_OVERRIDES)
+    job = Job(
+        job=name,
+        path=str(folder),
+        state=UNREADABLE,
+        max_iters=_trainer_setting(config, "max_iters"),
+        checkpoint=(folder / CHECKPOINT_NAME).is_file(),
+        overrides=[str(o) for o in overrides] if isinstance(overrides, list) else None,
+    )
+    metrics_path = folder / METRICS_NAME
+    if not metrics_path.exists():
+        if job.checkpoint:
+            job.message = "checkpoint.pt but no metrics.json"
+        else:
+            job.state, job.message = NOT_STARTED, "no metrics yet"
+        return job
+    try:
+        mtime = metrics_path.stat().st_mtime
+        data = json.loads(metrics_path.read_text())
+    except OSError as exc:
+        job.message = f"cannot read metrics.json: {exc.strerror or exc}"
+        return job
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        reason = f"{exc.msg} at line {exc.lineno}" if isinstance(exc, json.JSONDecodeError) else str(exc)
+        job.message = f"metrics.json is not valid JSON ({reason})"
+        return job
+    if not isinstance(data, dict):
+        job.message = f"metrics.json holds a {type(data).__name__}, not an object"
+        return job
+    status = data.get("status")
+    if status not in STATUSES:
+        job.message = f"metrics.json has status {status!r}, expected one of {', '.join(STATUSES)}"
+        return job
+
+    attempts = data.get("attempts")
+    job.attempt_log = [a for a in attempts if isinstance(a, dict)] if isinstance(attempts, list) else []
+    job.attempts = len(job.attempt_log) or 1  # runs written before attempts were recorded: one
+    job.state = status
+    job.iteration = _int(data.get("iteration"))
+    job.max_iters = _int(data.get("max_iters")) or job.max_iters
+    job.elapsed_seconds = _float(data.get("elapsed_seconds"))
+    job.metrics_age_seconds = max(0.0, now - mtime)
+    job.diverged_at = _int(data.get("diverged_at"))
+    job.model = data.get("model") if isinstance(data.get("model"), str) else None
+    job.depth, job.seed = _int(data.get("depth")), _int(data.get("seed"))
+    job.train_error, job.test_error = _float(data.get("train_error")), _float(data.get("test_error"))
+
+    message = data.get("message")
+    last_reason = job.attempt_log[-1].get("reason") if job.attempt_log else None
+    if not message and status in ("interrupted", "failed", "diverged") and isinstance(last_reason, str):
+        message = last_reason
+    if status == "diverged" and job.diverged_at is not None:
+        message = f"at iteration {job.diverged_at:,}" + (f": {message}" if message else "")
+    job.message = str(message) if message else None
+
+    if status == "running":
+        eval_every = _trainer_setting(config, "eval_every") or DEFAULT_EVAL_EVERY
+        if job.metrics_age_seconds > _stale_after(job.elapsed_seconds, job.iteration, eval_every):
+            job.state = STALE
+            age = format_duration(job.metrics_age_seconds)
+            job.message = f"no update of metrics.json for {age}: process killed?"
+    if job.state in UNFINISHED and job.iteration and job.elapsed_seconds and job.max_iters:
+        left = max(0, job.max_iters - job.iteration)
+        job.eta_seconds = job.elapsed_seconds / job.iteration * left
+    return job
+
+
+def _job_folders(sweep: Path) -> Iterator[Path]:
+    """Folders under a sweep that hold a job (.hydra/config.yaml or metrics.json), not looking inside them."""
+
+    def walk(folder: Path, depth: int) -> Iterator[Path]:
+        try:
+            children = sorted(p for p in folder.iterdir() if p.is_dir() and p.name != ".hydra")
+        except OSError:
+            return
+        for child in children:
+            if (child / SAVED_CONFIG).is_file() or (child / METRICS_NAME).exists():
+                yield child
+            elif depth < JOB_SEARCH_DEPTH:
+                yield from walk(child, depth + 1)
+
+    yield from walk(sweep, 1)
+
+
+@dataclass
+class Combination:
+    overrides: list[str]
+    dirname: str
+
+
+def sweep_combinations(record: Any) -> tuple[list[Combination] | None, str | None]:
+    """The jobs a sweep's multirun.yaml launches, as Hydra's BasicSweeper forms them, or (None, why not)."""
+    hydra = record.get("hydra") if isinstance(record, dict) else None
+    if not isinstance(hydra, dict):
+        return None, f"{MULTIRUN_RECORD} has no hydra section"
+    sweeper = hydra.get("sweeper") or {}
+    target = str(sweeper.get("_target_", ""))
+    if target and not target.endswith("BasicSweeper"):
+        return None, f"the sweeper {target} decides its jobs as it goes"
+    params = sweeper.get("params") or {}
+    task = (hydra.get("overrides") or {}).get("task") or []
+    args = [f"{k}={v}" for k, v in params.items()] + [str(o) for o in task]
+    try:
+        from hydra.core.override_parser.overrides_parser import OverridesParser
+
+        final: dict[str, list[str]] = {}
+        for override in OverridesParser.create().parse_overrides(args):
+            key = override.get_key_element()
+            if override.is_sweep_override():
+                if not override.is_discrete_sweep():
+                    return None, f"{key} is not a list of values"
+                final[key] = [f"{key}={value}" for value in override.sweep_string_iterator()]
+            else:
+                final[key] = [f"{key}={override.get_value_element_as_str()}"]
+    except Exception as exc:  # Hydra's grammar errors, glob() without a config loader, ...
+        return None, f"the sweep's overrides cannot be expanded here ({str(exc).splitlines()[0][:120]})"
+
+    naming = ((hydra.get("job") or {}).get("config") or {}).get("override_dirname") or {}
+    exclude = set(naming.get("exclude_keys") or [])
+    item_sep, kv_sep = str(naming.get("item_sep", ",")), str(naming.get("kv_sep", "="))
+
+    def dirname(combo: tuple[str, ...]) -> str:
+        # hydra._internal.config_loader_impl.get_overrides_dirname
+        lines = sorted(o for o in combo if o.split("=", 1)[0].lstrip("~+").split("@")[0] not in exclude)
+        return re.sub("=", kv_sep, item_sep.join(lines))
+
+    combos = itertools.product(*final.values())
+    return [Combination(list(c), dirname(c)) for c in combos], None
+
+
+def _read_sweep(sweep: Path, now: float) -> FolderStatus:
+    result = FolderStatus(sweep, "sweep", [])
+    folders = list(_job_folders(sweep))
+    jobs = [read_job(f, f.relative_to(sweep).as_posix(), now) for f in folders]
+    try:
+        record = _yaml_load(sweep / MULTIRUN_RECORD)
+    except Exception as exc:
+        record, combos, why = None, None, f"{MULTIRUN_RECORD} cannot be read ({str(exc).splitlines()[0]})"
+    else:
+        combos, why = sweep_combinations(record)
+    if combos is None:
+        result.notes.append(f"The number of jobs this sweep launches is unknown: {why}.")
+        result.jobs = jobs
+        return result
+
+    result.expected_jobs = len(combos)
+    by_overrides = {frozenset(j.overrides): j for j in jobs if j.overrides is not None}
+    by_name = {j.job: j for j in jobs}
+    ordered: list[Job] = []
+    placed: set[int] = set()  # id() of the job folders already in a row
+    for number, combo in enumerate(combos):
+        job = by_overrides.get(frozenset(combo.overrides)) or by_name.get(combo.dirname)
+        if job is None:
+            job = Job(
+                job=combo.dirname or f"job {number}",
+                path=None,
+                state=NOT_STARTED,
+                message="never launched (no job folder)",
+                overrides=combo.overrides,
+                max_iters=_swept_max_iters(combo.overrides),
+            )
+        elif id(job) in placed:
+            continue
+        placed.add(id(job))
+        ordered.append(job)
+    extra = [j for j in jobs if id(j) not in placed]
+    if extra:
+        result.notes.append(
+            f"{len(extra)} job folder(s) match no combination of {MULTIRUN_RECORD}: "
+            f"{', '.join(j.job for j in extra[:5])}{', ...' if len(extra) > 5 else ''}."
+        )
+    result.jobs = ordered + extra
+    _fill_max_iters(result)
+    return result
+
+
+def _swept_max_iters(overrides: list[str]) -> int | None:
+    for o in overrides:
+        key, _, value = o.partition("=")
+        if key.lstrip("+") == "trainer.max_iters":
+            try:
+                return int(value)
+            except ValueError:
+                return None
+    return None
+
+
+def _fill_max_iters(result: FolderStatus) -> None:
+    """Never-launched jobs without their own trainer.max_iters take the one all the other jobs share."""
+    known = {j.max_iters for j in result.jobs if j.path is not None and j.max_iters is not None}
+    if len(known) != 1:
+        return
+    (shared,) = known
+    for job in result.jobs:
+        if job.path is None and job.max_iters is None:
+            job.max_iters = shared
+
+
+def _is_run(folder: Path) -> bool:
+    return any((folder / name).exists() for name in (METRICS_NAME, CHECKPOINT_NAME, SAVED_CONFIG))
+
+
+def folder_status(path: Path, now: float | None = None) -> FolderStatus:
+    """Every job of a run or sweep folder; a bad path raises CnnbenchError (one paragraph, exit 2)."""
+    now = time.time() if now is None else now
+    path = Path(path)
+    expected = (
+        "a run folder (metrics.json, checkpoint.pt or .hydra/config.yaml, written by `cnnbench train`) or a "
+        "sweep folder (multirun.yaml, written by `cnnbench train -m`)"
+    )
+    if not path.exists():
+        raise CnnbenchError(f"{path} does not exist. Give {expected}.")
+    if path.is_file():
+        if path.name not in (METRICS_NAME, MULTIRUN_RECORD):
+            raise CnnbenchError(f"{path} is a file. Give {expected}.")
+        path = path.parent
+    if (path / MULTIRUN_RECORD).is_file():
+        return _read_sweep(path, now)
+    if _is_run(path):
+        return FolderStatus(path, "run", [read_job(path, path.name, now)])
+    inside = _folders_inside(path)
+    hint = (
+        f" It contains {len(inside)} such folder(s), e.g. {', '.join(inside[:3])}: give those."
+        if inside
+        else ""
+    )
+    raise CnnbenchError(f"{path} holds neither a run nor a sweep: expected {expected}.{hint}")
+
+
+def _folders_inside(path: Path) -> list[str]:
+    try:
+        children = sorted(p for p in path.iterdir() if p.is_dir())
+    except OSError:
+        return []
+    return [str(c) for c in children if (c / MULTIRUN_RECORD).is_file() or _is_run(c)]
+
+
+# ----- showing --------------------------------------------------------------------------------------
+def format_duration(seconds: float | None) -> str:
+    if seconds is None:
+        return ""
+    s = int(round(seconds))
+    if s < 60:
+        return f"{s}s"
+    if s < 3600:
+        return f"{s // 60}m {s % 60:02d}s"
+    if s < 86400:
+        return f"{s // 3600}h {s % 3600 // 60:02d}m"
+    return f"{s // 86400}d {s % 86400 // 3600:02d}h"
+
+
+def one_line(text: str | None, width: int = MESSAGE_WIDTH) -> str:
+    if not text:
+        return ""
+    lines = [line.strip() for line in str(text).splitlines() if line.strip()]
+    line = lines[0] if lines else ""
+    return line if len(line) <= width and len(lines) <= 1 else line[: width - 1].rstrip() + "…"
+
+
+STATE_STYLE = {
+    "completed": ("completed", "green"),
+    "running": ("running", "cyan"),
+    STALE: ("running?", "yellow"),
+    "interrupted": ("interrupted", "yellow"),
+    "diverged": ("diverged", "red"),
+    "failed": ("failed", "red"),
+    NOT_STARTED: ("not started", "dim"),
+    UNREADABLE: ("unreadable", "red"),
+}
+
+
+def progress_text(job: Job) -> str:
+    if job.iteration is None:
+        return f"- / {job.max_iters:,}" if job.max_iters else ""
+    if not job.max_iters:
+        return f"{job.iteration:,} / ?"
+    return f"{job.iteration:,} / {job.max_iters:,} ({job.percent:.0f}%)"
+
+
+def status_table(status: FolderStatus):
+    """The folder's jobs as a ``rich.table.Table``."""
+    from rich.table import Table
+    from rich.text import Text
+
+    table = Table(title=f"{status.kind} {status.path}", title_justify="left")
+    for column, justify in (
+        ("job", "left"),
+        ("state", "left"),
+        ("iteration", "right"),
+        ("attempts", "right"),
+        ("elapsed", "right"),
+        ("ETA", "right"),
+        ("message", "left"),
+    ):
+        # Everything on one line but the message (already cut to one line): on a narrow terminal it wraps.
+        table.add_column(column, justify=justify, no_wrap=column != "message")
+    for job in status.jobs:
+        label, style = STATE_STYLE.get(job.state, (job.state, ""))
+        table.add_row(
+            Text(job.job),
+            Text(label, style=style),
+            progress_text(job),
+            str(job.attempts) if job.attempts else "",
+            format_duration(job.elapsed_seconds),
+            format_duration(job.eta_seconds),
+            Text(one_line(job.message)),
+        )
+    return table
+
+
+def summary_lines(status: FolderStatus) -> list[str]:
+    """The counts per state and the iterations, then the notes and what to do next."""
+    counts = status.counts()
+    done, total = status.iterations()
+    of = (
+        f" of {status.expected_jobs} expected" if status.expected_jobs not in (None, len(status.jobs)) else ""
+    )
+    states = ", ".join(f"{n} {STATE_STYLE[s][0]}" for s, n in counts.items())
+    progress = (
+        f"{done:,} / {total:,} iterations ({100 * done / total:.0f}%)" if total else f"{done:,} iterations"
+    )
+    head = f"{len(status.jobs)} job(s){of}: {states}; {progress}."
+    if status.jobs and counts.get("completed") == len(status.jobs):
+        head += " All completed."
+    return [head, *status.notes, *status.next_steps()]
+
+
+def print_status(status: FolderStatus, console) -> None:
+    console.print(status_table(status))
+    for line in summary_lines(status):
+        console.print(line, highlight=False, markup=False, soft_wrap=True)  # commands stay copyable
