@@ -223,6 +223,14 @@ def bench(
     overrides: OverridesArg = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the results as JSON (for scripts).")] = False,
     baseline: Annotated[bool, typer.Option(help="Also time the DataLoader baseline.")] = True,
+    probe: Annotated[
+        bool,
+        typer.Option(
+            "--probe",
+            help="Measure the fast-path candidates (precision x memory layout) on this machine again, "
+            "update the cache that auto settings read, and show them.",
+        ),
+    ] = False,
 ) -> None:
     """Training and evaluation throughput for the composed config, against a classic DataLoader baseline.
 
@@ -237,9 +245,282 @@ def bench(
     Example: cnnbench bench model=resnet depth=56 data=synthetic
     """
     with user_errors():
+        if probe:
+            from cnnbench.bench import run_probe
+
+            run_probe(list(overrides or []), as_json=as_json)
+            return
         from cnnbench.bench import run_bench
 
         run_bench(list(overrides or []), as_json=as_json, with_baseline=baseline)
+
+
+@app.command(name="eval")
+def eval_(
+    directories: Annotated[
+        list[Path], typer.Argument(help="Run folders or sweep folders.", show_default=False)
+    ],
+    split: Annotated[str, typer.Option(help="test, val (runs with data.val_size) or train.")] = "test",
+    weights: Annotated[
+        str, typer.Option(help="last (checkpoint.pt) or best (best.pt: best validation error).")
+    ] = "last",
+    tta: Annotated[
+        str, typer.Option(help="none, or flip: average the softmax of each image and its mirror.")
+    ] = "none",
+    data: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--data",
+            help="Another dataset or data setting, repeatable: data=NAME (another dataset, from its "
+            "conf/data/NAME.yaml) and KEY=VALUE or data.KEY=VALUE (one key of the data section), e.g. "
+            "--data root=/data/cifar10-c --data val_size=5000.",
+            show_default=False,
+        ),
+    ] = None,
+    precision: Annotated[
+        str,
+        typer.Option(help="fp32, or run (the run's trainer.precision, as its own evaluations), bf16, fp16."),
+    ] = "fp32",
+    device: Annotated[str, typer.Option(help="auto (CUDA if present), cpu, cuda or cuda:N.")] = "auto",
+    as_json: Annotated[bool, typer.Option("--json", help="Print the results as JSON (for scripts).")] = False,
+) -> None:
+    """Loss, error, per-class error and the confusion matrix of trained runs, in one table.
+
+    Writes into each run folder eval.json (one entry per split/weights/TTA/precision/data, earlier entries
+    kept), confusion.png (the latest evaluation) and the figure to TensorBoard (eval/confusion/<split>);
+    nothing else is changed. Each distinct dataset is loaded once for all runs. Incomplete runs are
+    evaluated and marked as such. Exit code 0: all evaluated; 1: some could not be; 2: none could.
+
+    Examples:
+
+      cnnbench eval outputs/resnet56/2026-11-23_14-12-03_123456
+
+      cnnbench eval outputs/multirun/<stamp> --weights best --tta flip
+
+      cnnbench eval RUN --data root=/data/cifar10-corrupted --json
+    """
+    with user_errors():
+        import json
+
+        from rich.console import Console
+
+        from cnnbench.evaluation import EvalOptions, eval_table, evaluate_runs, parse_data_overrides
+
+        options = EvalOptions(
+            split=split,
+            weights=weights,
+            tta=tta,
+            data=parse_data_overrides(data or []),
+            precision=precision,
+            device=device,
+        )
+        result = evaluate_runs(list(directories), options)
+    if not result.results:
+        if len(result.failures) == 1:
+            print_error(result.failures[0][1])
+        for run_dir, message in result.failures if len(result.failures) > 1 else []:
+            print_error(f"{run_dir}: {message}")
+        raise typer.Exit(2)
+    if as_json:
+        typer.echo(json.dumps([r.record() for r in result.results], indent=2))
+    else:
+        Console(width=None if sys.stdout.isatty() else 160).print(eval_table(result.results, options))
+        typer.echo(f"Wrote eval.json and confusion.png in {len(result.results)} run folder(s).")
+    for run_dir, message in result.failures:
+        print_error(f"{run_dir}: {message}")
+    if result.failures:
+        raise typer.Exit(1)
+
+
+@app.command()
+def export(
+    directory: Annotated[Path, typer.Argument(help="A run folder.", show_default=False)],
+    fmt: Annotated[str, typer.Option("--format", help="torchscript, onnx or state_dict.")] = "torchscript",
+    weights: Annotated[str, typer.Option(help="last (checkpoint.pt) or best (best.pt).")] = "last",
+    out: Annotated[
+        Path | None,
+        typer.Option("--out", "-o", help="The file to write (default: RUN_DIR/export/model.ts.pt, ...)."),
+    ] = None,
+    force: Annotated[bool, typer.Option(help="Replace an existing file.")] = False,
+) -> None:
+    """The trained network alone, loadable without cnnbench, plus a JSON sidecar (<file>.json).
+
+    torchscript and onnx take float RGB images in [0, 1] (uint8 / 255), shape (N, 3, 32, 32), NCHW, with
+    the run's normalization built in, and return logits. state_dict is the bare network's weights (no
+    normalization; the sidecar names the architecture and holds the mean/std). onnx needs
+    `pip install cnnbench[onnx]`.
+
+    Example: cnnbench export outputs/resnet56/2026-11-23_14-12-03_123456 --weights best
+
+    Then, in plain PyTorch: model = torch.jit.load("model.ts.pt"); logits = model(uint8_images.float() / 255)
+    """
+    with user_errors():
+        from cnnbench.export import export_run
+
+        result = export_run(directory, fmt=fmt, weights=weights, out=out, force=force)
+    note = "" if result.complete else " (the run is incomplete: these are its weights so far)"
+    typer.echo(
+        f"Wrote {result.path} ({result.format}, {result.weights} weights, iteration {result.iteration:,}"
+        f"){note} and {result.sidecar}."
+    )
+
+
+@app.command()
+def analyze(
+    run_dirs: Annotated[list[Path], typer.Argument(help="Run folders to compare.", show_default=False)],
+    out: Annotated[
+        Path | None,
+        typer.Option(
+            "--out",
+            "-o",
+            help="Where to write analysis.png/.csv (default: the run folder for one run, . for several).",
+        ),
+    ] = None,
+    samples: Annotated[
+        int | None,
+        typer.Option(
+            help="Test images for the response std (default: 1000, or the whole test set if smaller)."
+        ),
+    ] = None,
+    at_init: Annotated[
+        bool, typer.Option("--at-init", help="Also the gradient norms at initialization (the run's seed).")
+    ] = False,
+    device: Annotated[str, typer.Option(help="auto, cpu, cuda or cuda:N.")] = "auto",
+) -> None:
+    """Layer responses (He et al. 2016, Figure 7) and per-layer gradient norms of trained runs.
+
+    For every 3x3 conv layer: the std of its response (the BN output, before ReLU and the shortcut
+    addition; the conv output for pre-activation nets) over test images, in network order and sorted; and
+    the weight-gradient norm on one fixed training batch. Writes analysis.png and analysis.csv.
+
+    Example: cnnbench analyze outputs/multirun/<stamp>/depth=56,model=* --at-init
+    """
+    with user_errors():
+        from cnnbench.diagnostics.responses import analyze as run_analyze
+
+        result = run_analyze(list(run_dirs), out, samples, at_init, device)
+        for a in result.analyses:
+            where = (
+                "BN output" if a.measured_at == "bn_output" else "conv output (no BN right after the convs)"
+            )
+            typer.echo(
+                f"{a.label}: {len(a.layers)} 3x3 layers, response = {where}, std {min(a.stds):.3g}-"
+                f"{max(a.stds):.3g} over {a.samples} test images"
+            )
+        typer.echo(f"Wrote {result.png} and {result.csv}.")
+
+
+@app.command()
+def landscape(
+    run_dirs: Annotated[list[Path], typer.Argument(help="Run folders to compare.", show_default=False)],
+    dims: Annotated[int, typer.Option(help="1: a curve along one direction; 2: a surface over two.")] = 1,
+    resolution: Annotated[int, typer.Option(help="Grid points per axis.")] = 51,
+    span: Annotated[float, typer.Option(help="The grid covers [-span, span] times each direction.")] = 1.0,
+    samples: Annotated[
+        int | None,
+        typer.Option(help="Training images per grid point (default: 2048, or the training set if smaller)."),
+    ] = None,
+    out: Annotated[
+        Path | None,
+        typer.Option(
+            "--out",
+            "-o",
+            help="Where to write landscape.png/.csv/.json (default: the run folder for one run, else .).",
+        ),
+    ] = None,
+    seed: Annotated[int, typer.Option(help="Seed of the random directions and the image sample.")] = 0,
+    precision: Annotated[
+        str, typer.Option(help="fp32, or bf16 autocast (faster on CPUs with bf16).")
+    ] = "fp32",
+    yes: Annotated[
+        bool, typer.Option("--yes", "-y", help="Run grids of over 10,000 points (all runs) too.")
+    ] = False,
+    restart: Annotated[
+        bool,
+        typer.Option("--restart", help="Delete a landscape with other settings in --out and start over."),
+    ] = False,
+    device: Annotated[str, typer.Option(help="auto, cpu, cuda or cuda:N.")] = "auto",
+) -> None:
+    """Loss landscape of trained runs along filter-normalized random directions (Li et al. 2018).
+
+    Loss and error at w + alpha*d1 (+ beta*d2) on a fixed, seeded sample of training images (BN in eval
+    mode); biases and BN parameters are not moved. Writes landscape.csv (a row per point, as each
+    finishes), landscape.json (the settings) and landscape.png, and logs the figure to each run's
+    TensorBoard (landscape/1d or landscape/2d). Ctrl-C keeps the finished points: run the same command
+    again to continue.
+
+    Example: cnnbench landscape RUN_A RUN_B --resolution 21 --samples 512 --out landscape
+    """
+    with user_errors():
+        from cnnbench.diagnostics.landscape import landscape as run_landscape
+
+        try:
+            result = run_landscape(
+                list(run_dirs),
+                restart=restart,
+                dims=dims,
+                resolution=resolution,
+                span=span,
+                samples=samples,
+                out=out,
+                seed=seed,
+                precision=precision,
+                yes=yes,
+                device=device,
+            )
+        except KeyboardInterrupt:
+            print_error(
+                "Aborted. The points finished so far are in landscape.csv; run the same command to continue."
+            )
+            raise typer.Exit(130) from None
+        speed = f", {result.images_per_s:,.0f} img/s" if result.images_per_s else ""
+        typer.echo(f"{result.done}/{result.total} points in {result.csv} ({result.seconds:.1f} s{speed}).")
+        if not result.complete:
+            print_error(
+                f"Stopped after {result.done} of {result.total} points (kept in {result.csv}). Run the same "
+                "command to continue."
+            )
+            raise typer.Exit(130)
+        typer.echo(f"Wrote {result.png}.")
+
+
+@app.command()
+def status(
+    paths: Annotated[list[Path], typer.Argument(help="Run folders or sweep folders.", show_default=False)],
+    as_json: Annotated[bool, typer.Option("--json", help="Print the jobs as JSON (for scripts).")] = False,
+) -> None:
+    """Every job of a run or sweep folder: state, iteration, attempts, last error, elapsed time and ETA.
+
+    Reads metrics.json and the saved configs only (no model, no torch) and writes nothing. A job whose
+    metrics.json says running but has not been updated for max(10 min, 3 evaluation intervals) shows as
+    running? (its process was probably killed). Jobs of a sweep that never started are listed too.
+    Exit code 0, or 2 when a PATH is neither a run nor a sweep (the others are still shown).
+
+    Example: cnnbench status outputs/multirun/2026-11-23_14-12-03_123456
+    """
+    import json
+
+    from rich.console import Console
+
+    from cnnbench.errors import CnnbenchError
+    from cnnbench.status import folder_status, print_status
+
+    console = Console(width=None if sys.stdout.isatty() else 160)
+    results, bad = [], 0
+    for path in paths:
+        try:
+            result = folder_status(path)
+        except CnnbenchError as exc:
+            print_error(str(exc))
+            bad += 1
+            continue
+        results.append(result)
+        if not as_json:
+            print_status(result, console)
+    if as_json and results:
+        typer.echo(json.dumps([r.record() for r in results], indent=2))
+    if bad:
+        raise typer.Exit(2)
 
 
 def main() -> None:

@@ -16,7 +16,7 @@ import torch
 from cnnbench.errors import CnnbenchError
 
 # Keys of the optimizer section that are cnnbench's, not the class's.
-OWN_KEYS = ("name", "_target_")
+OWN_KEYS = ("name", "_target_", "no_decay_bn_bias")
 # Configs saved before optimizers had a _target_ (runs resumed from older versions).
 LEGACY_TARGETS = {"sgd": "torch.optim.SGD", "adam": "torch.optim.Adam"}
 
@@ -63,6 +63,19 @@ def optimizer_kwargs(cfg: Mapping) -> dict[str, Any]:
     return kwargs
 
 
-def build_optimizer(params: Iterable[torch.nn.Parameter], cfg: Mapping) -> torch.optim.Optimizer:
+def param_groups(model: torch.nn.Module, no_decay_bn_bias: bool) -> Iterable:
+    """All parameters as one group (the paper: weight decay on every parameter), or, with
+    ``no_decay_bn_bias``, BatchNorm weights and all biases (the 1-D parameters) without weight decay."""
+    if not no_decay_bn_bias:
+        return model.parameters()
+    params = [p for p in model.parameters() if p.requires_grad]
+    return [
+        {"params": [p for p in params if p.ndim > 1]},
+        {"params": [p for p in params if p.ndim <= 1], "weight_decay": 0.0},
+    ]
+
+
+def build_optimizer(model: torch.nn.Module, cfg: Mapping) -> torch.optim.Optimizer:
     """``cfg._target_(params, **kwargs)``: e.g. the paper's SGD (lr 0.1, momentum 0.9, weight decay 1e-4)."""
-    return optimizer_class(cfg)(params, **optimizer_kwargs(cfg))
+    groups = param_groups(model, bool(cfg.get("no_decay_bn_bias", False)))
+    return optimizer_class(cfg)(groups, **optimizer_kwargs(cfg))

@@ -123,6 +123,10 @@ class Trainer:
             loss, error = evaluate(self.parts, images, labels)
             results[f"loss/{split}"], results[f"error/{split}"] = loss, error
             state.metrics[f"{split}_loss"], state.metrics[f"{split}_error"] = loss, error
+            if self.parts.ema is not None:  # the weights' moving average, beside the raw weights
+                loss, error = evaluate(self.parts, images, labels, ema=True)
+                results[f"loss/{split}_ema"], results[f"error/{split}_ema"] = loss, error
+                state.metrics[f"{split}_loss_ema"], state.metrics[f"{split}_error_ema"] = loss, error
         if not math.isfinite(results["loss/test"]):
             log.warning("Test loss is not finite at iteration %d.", state.iteration)
         state.record_test_error(results["error/test"])

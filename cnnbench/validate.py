@@ -26,10 +26,11 @@ def _positive(cfg: DictConfig, key: str, kind: type = int) -> None:
 def check_config(cfg: DictConfig) -> None:
     """Names, depth and the numbers the loop divides by; each failure is one clear CnnbenchError."""
     from cnnbench.data import DATASETS
+    from cnnbench.data.augment import check_augment
     from cnnbench.device import PRECISIONS
     from cnnbench.models.registry import check_depth, get_model_spec
     from cnnbench.optim import optimizer_kwargs
-    from cnnbench.schedule import SCHEDULES
+    from cnnbench.schedule import SCHEDULES, make_lr_schedule
 
     try:
         for key in (
@@ -59,6 +60,18 @@ def check_config(cfg: DictConfig) -> None:
                     f"Pick one with {group}=<name>."
                 )
         optimizer_kwargs(cfg.optimizer)  # the class exists and takes every key
+        make_lr_schedule(cfg.schedule, float(cfg.optimizer.lr), int(cfg.trainer.max_iters))
+        check_augment(cfg.augment)
+        for key, low, high, example in (
+            ("label_smoothing", 0.0, 1.0, "0.1"),
+            ("ema_decay", 0.0, 1.0, "0.999"),
+        ):
+            value = cfg.trainer.get(key, 0.0) or 0.0
+            if not isinstance(value, (int, float)) or isinstance(value, bool) or not low <= value < high:
+                raise CnnbenchError(
+                    f"trainer.{key}={value!r} must be a number in [{low:g}, {high:g}) (0 = off); "
+                    f"set e.g. trainer.{key}={example}."
+                )
         if cfg.trainer.precision not in PRECISIONS:
             raise CnnbenchError(
                 f"trainer.precision={cfg.trainer.precision!r} is not a precision; "

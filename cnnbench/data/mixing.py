@@ -164,11 +164,17 @@ def mix_batch(
 
 
 def mixed_cross_entropy(
-    logits: torch.Tensor, targets_a: torch.Tensor, targets_b: torch.Tensor, lam: torch.Tensor
+    logits: torch.Tensor,
+    targets_a: torch.Tensor,
+    targets_b: torch.Tensor,
+    lam: torch.Tensor,
+    label_smoothing: float = 0.0,
 ) -> torch.Tensor:
     """lam * CE(logits, a) + (1 - lam) * CE(logits, b), in fp32 (equals CE(logits, a) when lam = 1)."""
     logits = logits.float()
-    return lam * F.cross_entropy(logits, targets_a) + (1.0 - lam) * F.cross_entropy(logits, targets_b)
+    a = F.cross_entropy(logits, targets_a, label_smoothing=label_smoothing)
+    b = F.cross_entropy(logits, targets_b, label_smoothing=label_smoothing)
+    return lam * a + (1.0 - lam) * b
 
 
 def dominant_targets(targets_a: torch.Tensor, targets_b: torch.Tensor, lam: torch.Tensor) -> torch.Tensor:

@@ -20,6 +20,7 @@ from omegaconf import DictConfig, OmegaConf
 from cnnbench.data import load_dataset
 from cnnbench.data.augment import BatchAugment, normalization_stats
 from cnnbench.data.loader import DeviceBatches
+from cnnbench.data.mixing import BatchMix
 from cnnbench.device import autocast, resolve_device
 from cnnbench.distributed import DistContext, context, init
 from cnnbench.errors import CnnbenchError
@@ -75,6 +76,9 @@ class Parts:
     scaler: torch.amp.GradScaler | None
     batches: DeviceBatches
     augment: BatchAugment
+    mix: BatchMix  # mixup / CutMix of whole batches (``mix.enabled`` False: off)
+    label_smoothing: float
+    ema: torch.optim.swa_utils.AveragedModel | None  # the EMA of the weights (trainer.ema_decay > 0)
     params: int = field(init=False)
 
     def __post_init__(self) -> None:
@@ -189,7 +193,7 @@ def build_parts(
     # the bare model: only rank 0 evaluates, and DDP's forward would wait for the others.
     train_forward, eval_forward = maybe_compile(train_model), maybe_compile(model)
 
-    optimizer = build_optimizer(model.parameters(), cfg.optimizer)
+    optimizer = build_optimizer(model, cfg.optimizer)
     lr_at = make_lr_schedule(cfg.schedule, float(cfg.optimizer.lr), int(t.max_iters))
     scaler = torch.amp.GradScaler(device.type) if precision == "fp16" else None
 
@@ -198,9 +202,9 @@ def build_parts(
     )
     mean, std = normalization_stats(data.train_images, cfg.data.get("normalize", "pixel_mean"))
     generator = torch.Generator(device=device).manual_seed(augment_seed(seed, dist.rank))
-    augment = BatchAugment(
-        mean, std, int(cfg.augment.padding), bool(cfg.augment.flip), generator, memory_format=memory_format
-    )
+    augment = BatchAugment.from_config(cfg.augment, mean, std, generator, memory_format=memory_format)
+    mix = BatchMix.from_config(cfg.augment, generator)  # the same stream: checkpointed with it
+    ema = _ema(model, float(t.get("ema_decay", 0.0) or 0.0))
     return Parts(
         cfg=cfg,
         dist=dist,
@@ -219,7 +223,19 @@ def build_parts(
         scaler=scaler,
         batches=batches,
         augment=augment,
+        mix=mix,
+        label_smoothing=float(t.get("label_smoothing", 0.0) or 0.0),
+        ema=ema,
     )
+
+
+def _ema(model: torch.nn.Module, decay: float) -> torch.optim.swa_utils.AveragedModel | None:
+    """An exponential moving average of the weights and BatchNorm buffers (torch's AveragedModel)."""
+    if decay <= 0:
+        return None
+    from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
+
+    return AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(decay), use_buffers=True)
 
 
 def augment_seed(seed: int, rank: int, iteration: int = 0) -> int:

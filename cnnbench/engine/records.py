@@ -10,7 +10,7 @@ import logging
 from pathlib import Path
 from typing import Any
 
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
 from cnnbench.engine.continuation import close_attempt, open_attempt
 from cnnbench.engine.parts import Parts, model_options_of
@@ -37,6 +37,10 @@ def hparams_of(cfg: DictConfig, params: int, precision: str, synthetic: bool) ->
     }
     for key, value in model_options_of(cfg).items():
         hp[f"model.{key}"] = value
+    # Every augmentation option (issue 12): the HParams table can then sort and filter by any of them.
+    for key, value in OmegaConf.to_container(cfg.augment, resolve=True).items():
+        if key != "name":
+            hp[f"augment.{key}"] = value if isinstance(value, (int, float, str, bool)) else str(value)
     hp.update(
         {
             "optimizer": cfg.optimizer.name,
@@ -45,6 +49,10 @@ def hparams_of(cfg: DictConfig, params: int, precision: str, synthetic: bool) ->
             "momentum": float(cfg.optimizer.get("momentum", 0.0)),
             "schedule": cfg.schedule.name,
             "warmup_iters": int(cfg.schedule.get("warmup_iters", 0)),
+            "nesterov": bool(cfg.optimizer.get("nesterov", False)),
+            "no_decay_bn_bias": bool(cfg.optimizer.get("no_decay_bn_bias", False)),
+            "label_smoothing": float(cfg.trainer.get("label_smoothing", 0.0) or 0.0),
+            "ema_decay": float(cfg.trainer.get("ema_decay", 0.0) or 0.0),
             "batch_size": int(cfg.trainer.batch_size),
             "max_iters": int(cfg.trainer.max_iters),
             "precision": precision,

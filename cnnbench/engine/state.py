@@ -81,6 +81,7 @@ def checkpoint_state(parts: Parts, step: TrainStep, state: RunState) -> dict[str
         "sampler": parts.batches.state_dict(),
         "augment_rng": parts.augment.generator.get_state(),
         "window": step.state_dict(),
+        "ema": parts.ema.state_dict() if parts.ema is not None else None,
         "best_test_error": state.best_test_error,
         "best_iteration": state.best_iteration,
         "elapsed_seconds": state.elapsed,
@@ -112,6 +113,8 @@ def restore(parts: Parts, step: TrainStep, checkpoint: Mapping[str, Any], run_di
     parts.batches.load_state_dict(checkpoint["sampler"])
     parts.augment.generator.set_state(checkpoint["augment_rng"])
     step.load_state_dict(checkpoint["window"])
+    if parts.ema is not None and checkpoint.get("ema") is not None:
+        parts.ema.load_state_dict(checkpoint["ema"])
     state = RunState(
         iteration=int(checkpoint["iteration"]),
         best_test_error=checkpoint["best_test_error"],

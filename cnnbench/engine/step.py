@@ -7,11 +7,14 @@ evaluation, checkpoints), so an iteration never waits for the device.
 
 from __future__ import annotations
 
+import functools
+from collections.abc import Callable
 from typing import Any
 
 import torch
 import torch.nn.functional as F
 
+from cnnbench.data.mixing import dominant_targets, mixed_cross_entropy
 from cnnbench.distributed import all_reduce
 from cnnbench.engine.gradflow import GradFlow
 from cnnbench.engine.parts import Parts
@@ -37,13 +40,21 @@ class TrainStep:
         # Gradient/weight norms every trainer.log_grad_every steps (0 or absent: off).
         self.gradflow = GradFlow(parts.model, int(parts.cfg.trainer.get("log_grad_every") or 0))
 
-    def update(self, images: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def update(
+        self, images: torch.Tensor, labels: torch.Tensor, loss_fn: Callable | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         """Forward, backward and optimizer step on one augmented batch; returns (loss, logits), detached.
 
-        The model step alone: `cnnbench bench` times it on a resident batch as the "pure" step.
+        The model step alone: `cnnbench bench` times it on a resident batch as the "pure" step. The
+        loss is ``loss_fn(logits)`` or the cross-entropy with ``labels`` (with the run's label smoothing).
         """
         p = self.parts
-        return model_step(p.train_forward, p.optimizer, p.scaler, p.autocast, images, labels)
+        if loss_fn is None and p.label_smoothing:
+            loss_fn = functools.partial(F.cross_entropy, target=labels, label_smoothing=p.label_smoothing)
+        result = model_step(p.train_forward, p.optimizer, p.scaler, p.autocast, images, labels, loss_fn)
+        if p.ema is not None:
+            p.ema.update_parameters(p.model)
+        return result
 
     def __call__(self, iteration: int) -> None:
         """Train iteration ``iteration`` (0-based)."""
@@ -51,7 +62,22 @@ class TrainStep:
         for group in p.optimizer.param_groups:
             group["lr"] = p.lr_at(iteration)
         images, labels = p.batches.next()
-        loss, logits = self.update(p.augment(images), labels)
+        x = p.augment(images)
+        if p.mix.enabled:
+            # Mixed batches: the loss mixes the two labels' losses; the training error counts against
+            # the label with the larger share (docs/design.md), all on the device.
+            x, labels_a, labels_b, lam = p.mix(x, labels)
+            loss_fn = functools.partial(
+                mixed_cross_entropy,
+                targets_a=labels_a,
+                targets_b=labels_b,
+                lam=lam,
+                label_smoothing=p.label_smoothing,
+            )
+            loss, logits = self.update(x, labels, loss_fn)
+            labels = dominant_targets(labels_a, labels_b, lam)
+        else:
+            loss, logits = self.update(x, labels)
         self.window_loss += loss
         self.window_errors += (logits.argmax(1) != labels).sum()
         self.window_iters += 1
@@ -105,9 +131,15 @@ class TrainStep:
 
 
 @torch.inference_mode()
-def evaluate(parts: Parts, images: torch.Tensor, labels: torch.Tensor) -> tuple[float, float]:
-    """Mean loss and error of the model (eval mode) on uint8 ``images``, in batches of eval_batch_size."""
-    model = parts.model
+def evaluate(
+    parts: Parts, images: torch.Tensor, labels: torch.Tensor, ema: bool = False
+) -> tuple[float, float]:
+    """Mean loss and error of the model (eval mode) on uint8 ``images``, in batches of eval_batch_size.
+
+    ``ema``: of the weights' moving average instead (``trainer.ema_decay``).
+    """
+    model = parts.ema.module if ema else parts.model
+    forward = model if ema else parts.eval_forward
     batch = int(parts.cfg.trainer.eval_batch_size)
     model.eval()
     loss_sum = torch.zeros((), dtype=torch.float64, device=parts.device)
@@ -115,7 +147,7 @@ def evaluate(parts: Parts, images: torch.Tensor, labels: torch.Tensor) -> tuple[
     try:
         for xb, yb in zip(images.split(batch), labels.split(batch), strict=True):
             with parts.autocast():
-                logits = parts.eval_forward(parts.augment.normalize(xb))
+                logits = forward(parts.augment.normalize(xb))
             loss_sum += F.cross_entropy(logits.float(), yb, reduction="sum").double()
             errors += (logits.argmax(1) != yb).sum()
     finally:

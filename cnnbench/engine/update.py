@@ -15,15 +15,18 @@ def model_step(
     scaler: torch.amp.GradScaler | None,
     autocast: Callable[[], contextlib.AbstractContextManager],
     images: torch.Tensor,
-    labels: torch.Tensor,
+    labels: torch.Tensor | None = None,
+    loss_fn: Callable[[torch.Tensor], torch.Tensor] | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """One optimizer step on a batch: autocast forward, fp32 cross-entropy, backward, step.
+    """One optimizer step on a batch: autocast forward, fp32 loss, backward, step.
 
-    The step of every run, and of the fast-path probe (``cnnbench.fastpath``) that times it.
+    The loss is ``loss_fn(fp32 logits)`` (mixing, label smoothing), or the cross-entropy with
+    ``labels``. The step of every run, and of the fast-path probe (``cnnbench.fastpath``) that times it.
     """
     with autocast():
         logits = forward(images)
-    loss = F.cross_entropy(logits.float(), labels)  # the loss stays in fp32
+    # The loss stays in fp32.
+    loss = loss_fn(logits.float()) if loss_fn is not None else F.cross_entropy(logits.float(), labels)
     optimizer.zero_grad(set_to_none=True)
     if scaler is not None:
         scaler.scale(loss).backward()

@@ -77,6 +77,7 @@ def make_report(paths: list[Path], out: Path | None = None) -> ReportResult:
 
     Raises ``CnnbenchError`` when no run folder is found or ``out`` cannot be written.
     """
+    from cnnbench.report.diagnostics import diagnostics_markdown
     from cnnbench.report.plot import plot_report
     from cnnbench.report.tables import markdown, write_csv
 
@@ -95,7 +96,9 @@ def make_report(paths: list[Path], out: Path | None = None) -> ReportResult:
     png, md, csv_path = out / "report.png", out / "report.md", out / "report.csv"
     try:
         plot_report(rows, png, warnings)
-        md.write_text(markdown(rows, paths, png.name, warnings), encoding="utf-8")
+        # Figures that `cnnbench analyze` / `landscape` already wrote here or in the runs are linked.
+        figures = diagnostics_markdown([out, *paths, *(run.path for run in runs)], out)
+        md.write_text(markdown(rows, paths, png.name, warnings) + figures, encoding="utf-8")
         write_csv(rows, csv_path)
     except PermissionError as exc:
         raise CnnbenchError(

@@ -19,7 +19,7 @@ from cnnbench.runfiles import METRICS_NAME, SAVED_CONFIG
 # may differ between runs that are still seeds of one configuration.
 _DESIGN_SECTIONS = ("data", "augment", "optimizer", "schedule")
 # Except the training budget: a 2k-iteration smoke run must not be averaged with a 64k-iteration one.
-_DESIGN_TRAINER_KEYS = ("max_iters", "batch_size")
+_DESIGN_TRAINER_KEYS = ("max_iters", "batch_size", "label_smoothing", "ema_decay")
 # Where the data lives or how it is fetched does not change the experiment.
 _IGNORED_DESIGN_KEYS = {"data.root", "data.download", "data.num_workers"}
 # Options a family accepts but does not use (plain nets take `shortcut` only so sweeps over
