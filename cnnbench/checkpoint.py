@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 from pathlib import Path
 from typing import Any
@@ -9,15 +10,27 @@ from typing import Any
 import torch
 
 from cnnbench.errors import CnnbenchError
-from cnnbench.runfiles import CHECKPOINT_NAME
+from cnnbench.runfiles import CHECKPOINT_NAME, PREVIOUS_CHECKPOINT_NAME
 
-__all__ = ["CHECKPOINT_NAME", "load_checkpoint", "save_checkpoint"]
+__all__ = ["CHECKPOINT_NAME", "has_checkpoint", "load_checkpoint", "save_checkpoint"]
+
+log = logging.getLogger("cnnbench")
+
+
+def previous_of(path: Path) -> Path:
+    return (
+        path.with_name(PREVIOUS_CHECKPOINT_NAME)
+        if path.name == CHECKPOINT_NAME
+        else path.with_suffix(".prev.pt")
+    )
 
 
 def save_checkpoint(state: dict[str, Any], path: Path) -> None:
-    """Write to a temporary file, flush it to disk, then rename over ``path``.
+    """Write to a temporary file and flush it to disk; then the current checkpoint becomes the previous
+    one (``checkpoint.prev.pt``) and the new one takes its name.
 
-    A crash, a full disk or a second Ctrl-C mid-write leaves the previous checkpoint intact.
+    A crash, a full disk or a second Ctrl-C mid-write leaves the previous checkpoint intact; a crash
+    between the two renames leaves the previous one, which ``load_checkpoint`` falls back to.
     """
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     try:
@@ -25,10 +38,17 @@ def save_checkpoint(state: dict[str, Any], path: Path) -> None:
             torch.save(state, f)
             f.flush()
             os.fsync(f.fileno())
+        if path.exists():
+            os.replace(path, previous_of(path))
         os.replace(tmp, path)
         _fsync_dir(path.parent)
     finally:
         tmp.unlink(missing_ok=True)
+
+
+def has_checkpoint(run_dir: Path) -> bool:
+    """Whether the run folder holds a checkpoint to continue from (the last one or the previous one)."""
+    return (run_dir / CHECKPOINT_NAME).is_file() or (run_dir / PREVIOUS_CHECKPOINT_NAME).is_file()
 
 
 def _fsync_dir(folder: Path) -> None:
@@ -45,8 +65,32 @@ def _fsync_dir(folder: Path) -> None:
         os.close(fd)
 
 
-def load_checkpoint(path: Path) -> dict[str, Any]:
-    """Load on the CPU with ``weights_only=True``; a missing, truncated or foreign file is a CnnbenchError."""
+def load_checkpoint(path: Path, fallback: bool = True) -> dict[str, Any]:
+    """Load on the CPU with ``weights_only=True``; a missing, truncated or foreign file is a CnnbenchError.
+
+    ``fallback``: when ``path`` is missing or unreadable but the previous checkpoint is readable, load
+    that one (and say so): the run then continues from an earlier iteration, still exactly.
+    """
+    previous = previous_of(path)
+    if fallback and previous.is_file():
+        try:
+            return _load(path)
+        except CnnbenchError as exc:
+            try:
+                state = _load(previous)
+            except CnnbenchError:
+                raise exc from None
+            log.warning(
+                "%s Continuing from the previous checkpoint %s (iteration %s) instead.",
+                str(exc).split(" Nothing was changed")[0],
+                previous.name,
+                state.get("iteration"),
+            )
+            return state
+    return _load(path)
+
+
+def _load(path: Path) -> dict[str, Any]:
     if not path.is_file():
         raise CnnbenchError(
             f"No checkpoint at {path}. A run folder holds checkpoint.pt once the run has trained for "

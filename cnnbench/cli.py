@@ -523,6 +523,77 @@ def status(
         raise typer.Exit(2)
 
 
+data_app = typer.Typer(
+    help="Fetch cifar10, cifar100 and svhn ahead of a sweep, and check what is on disk.",
+    no_args_is_help=True,
+)
+app.add_typer(data_app, name="data")
+DataNamesArg = Annotated[list[str], typer.Argument(help="cifar10, cifar100 and/or svhn.", show_default=False)]
+DataRootOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--root", help="Data root (default: $CNNBENCH_DATA or ~/.cache/cnnbench/data).", show_default=False
+    ),
+]
+
+
+@data_app.command("download")
+def data_download(
+    names: DataNamesArg,
+    root: DataRootOpt = None,
+    extra: Annotated[bool, typer.Option("--extra", help="SVHN: extra_32x32.mat too.")] = False,
+) -> None:
+    """Download and check each dataset into the data root, once even if jobs run at the same time.
+
+    Mirrors: CNNBENCH_CIFAR10_URL / _MD5, CNNBENCH_CIFAR100_URL / _MD5, CNNBENCH_SVHN_URL (a URL,
+    file:// URL or local path). Example: cnnbench data download cifar10 --root /shared/data
+    """
+    from cnnbench import datacmd
+
+    with user_errors():
+        for name, where in datacmd.download(names, root, extra=extra):
+            typer.echo(f"{name}: ready in {where}")
+
+
+@data_app.command("verify")
+def data_verify(names: DataNamesArg, root: DataRootOpt = None) -> None:
+    """Check every file against its published MD5 (offline); exit 1 if any is missing or bad."""
+    from cnnbench import datacmd
+
+    with user_errors():
+        results = datacmd.verify(names, root)
+    bad = 0
+    for name, checks in results:
+        problems = [c for c in checks if c.state != "ok"]
+        bad += len(problems)
+        ok = len(checks) - len(problems)
+        typer.echo(f"{name}: {ok} file(s) ok" + (f", {len(problems)} missing or bad:" if problems else ""))
+        for check in problems:
+            typer.echo(f"  {check.state}: {check.relpath} ({check.detail})")
+    if bad:
+        again = " ".join(n for n, _ in results) + (f" --root {root}" if root else "")
+        print_error(
+            f"{bad} file(s) missing or bad (listed above). Delete them (for CIFAR, the whole folder) and run "
+            f"`cnnbench data download {again}` to fetch them again."
+        )
+        raise typer.Exit(1)
+
+
+@data_app.command("list")
+def data_list(root: DataRootOpt = None) -> None:
+    """What is in the data root: each dataset's folder, files and archive, with sizes (offline)."""
+    from cnnbench import datacmd
+
+    with user_errors():
+        base, found = datacmd.listing(root)
+    typer.echo(f"Data root: {base}")
+    if not found:
+        typer.echo(datacmd.empty_root_hint(base))
+        return
+    for name, path, size in found:
+        typer.echo(f"  {name:<9} {datacmd.human(size):>9}  {path}")
+
+
 def main() -> None:
     # torchrun and `python -m cnnbench` enter here too.
     app()

@@ -14,6 +14,7 @@ from typing import Any
 
 # The run folder's files (docs/design-sketch.md); every module names them through these constants.
 CHECKPOINT_NAME = "checkpoint.pt"
+PREVIOUS_CHECKPOINT_NAME = "checkpoint.prev.pt"  # the one before: kept until the new one is durable
 BEST_CHECKPOINT_NAME = "best.pt"  # the weights with the best validation error (runs with data.val_size)
 METRICS_NAME = "metrics.json"
 ENV_NAME = "env.json"

@@ -36,6 +36,12 @@ log = logging.getLogger("cnnbench")
 __all__ = ["RunDiverged", "Trainer", "run"]
 
 
+class CheckpointNotWritten(CnnbenchError):
+    """A full disk or a read-only folder at a checkpoint: the run stops, its last checkpoint intact."""
+
+    exit_code = 75  # EX_TEMPFAIL: try again later
+
+
 class Trainer:
     """One run: built from a config and a run folder, then ``train()`` until done or stopped.
 
@@ -83,7 +89,16 @@ class Trainer:
         self._check_finite()
         self._log_gradflow()
         if self.parts.dist.is_main:
-            save_checkpoint(checkpoint_state(self.parts, self.step, self.state), self.ckpt_path)
+            try:
+                save_checkpoint(checkpoint_state(self.parts, self.step, self.state), self.ckpt_path)
+            except OSError as exc:
+                raise CheckpointNotWritten(
+                    f"Could not write the checkpoint at iteration {self.state.iteration} "
+                    f"({exc.strerror or exc}: {exc.filename or self.ckpt_path}). The last good "
+                    f"checkpoint in {self.run_dir} is kept and the run stops as interrupted; free space "
+                    f"or fix the folder's permissions, then continue with "
+                    f"`cnnbench resume {self.run_dir}` (or the same command again)."
+                ) from None
 
     def _save_best(self) -> None:
         """best.pt: the checkpoint of the weights with the best validation error so far."""
@@ -203,6 +218,9 @@ class Trainer:
                     self.run_dir,
                 )
             return state.metrics
+        except CheckpointNotWritten as exc:
+            records.write_metrics("interrupted", message=str(exc))
+            raise
         except RunDiverged as exc:
             records.write_metrics(
                 "diverged", diverged_at=int(self.step.first_bad_iter.item()), message=str(exc)

@@ -138,57 +138,69 @@ def test_missing_cifar100_folder_names_its_folder(tmp_path: Path) -> None:
         load_dataset("cifar100", root=str(tmp_path))
 
 
-def test_download_calls_torchvision_with_official_archive(tmp_path: Path, monkeypatch) -> None:
-    from torchvision.datasets import utils as tv_utils
+def _tar_of(folder: Path, archive: Path) -> None:
+    """The official archive's layout: the dataset folder at the top of a .tar.gz."""
+    import tarfile
 
+    with tarfile.open(archive, "w:gz") as tar:
+        tar.add(folder, arcname=folder.name)
+
+
+def test_download_fetches_the_official_archive_once(tmp_path: Path, monkeypatch) -> None:
+    from cnnbench.data import download
+
+    source = tmp_path / "source"
+    written = write_cifar100(source)
     calls = []
 
-    def fake_download(url: str, download_root: str, md5: str | None = None, **kwargs: object) -> None:
-        calls.append((url, Path(download_root), md5))
-        write_cifar100(download_root)  # what extracting the archive produces
+    def fake_fetch(url: str, dest: Path, md5: str | None) -> None:
+        calls.append((url, dest, md5))
+        _tar_of(written.folder, dest)  # what the download leaves, checksum already verified
 
-    monkeypatch.setattr(tv_utils, "download_and_extract_archive", fake_download)
-    ds = load_dataset("cifar100", root=str(tmp_path), download=True)
+    monkeypatch.setattr(download, "fetch_file", fake_fetch)
+    root = tmp_path / "root"
+    ds = load_dataset("cifar100", root=str(root), download=True)
     assert calls == [
         (
             "https://www.cs.toronto.edu/~kriz/cifar-100-python.tar.gz",
-            tmp_path,
+            root / "cifar-100-python.tar.gz",
             "eb9058c3a382ffc7106e4002c42a8d85",
         )
     ]
     assert ds.train_images.shape == (20, 3, 32, 32)
-    load_dataset("cifar100", root=str(tmp_path), download=True)  # already there: no second download
+    load_dataset("cifar100", root=str(root), download=True)  # already there: no second download
     assert len(calls) == 1
 
 
 def test_download_url_for_cifar10(tmp_path: Path, monkeypatch) -> None:
-    from torchvision.datasets import utils as tv_utils
+    from cnnbench.data import download
 
+    written = write_cifar10(tmp_path / "source")
     calls = []
 
-    def fake_download(url: str, download_root: str, md5: str | None = None, **kwargs: object) -> None:
+    def fake_fetch(url: str, dest: Path, md5: str | None) -> None:
         calls.append((url, md5))
-        write_cifar10(download_root)
+        _tar_of(written.folder, dest)
 
-    monkeypatch.setattr(tv_utils, "download_and_extract_archive", fake_download)
-    load_dataset("cifar10", root=str(tmp_path), download=True)
+    monkeypatch.setattr(download, "fetch_file", fake_fetch)
+    load_dataset("cifar10", root=str(tmp_path / "root"), download=True)
     assert calls == [
         ("https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz", "c58f30108f718f92721af3b95e74349a")
     ]
 
 
 def test_download_failure_says_how_to_download_manually(tmp_path: Path, monkeypatch) -> None:
-    from torchvision.datasets import utils as tv_utils
+    from cnnbench.data import download
 
     def offline(*args: object, **kwargs: object) -> None:
         raise urllib.error.URLError("[Errno -3] Temporary failure in name resolution")
 
-    monkeypatch.setattr(tv_utils, "download_and_extract_archive", offline)
+    monkeypatch.setattr(download, "fetch_file", offline)
     with pytest.raises(CnnbenchError) as info:
         load_dataset("cifar10", root=str(tmp_path), download=True)
     message = assert_one_paragraph(info.value)
     assert "manually" in message and str(tmp_path / "cifar-10-batches-py") in message
-    assert "cifar-10-python.tar.gz" in message
+    assert "cifar-10-python.tar.gz" in message and "cnnbench data download cifar10" in message
 
 
 def test_truncated_file(tmp_path: Path) -> None:
@@ -388,29 +400,28 @@ def test_svhn_missing_file(tmp_path: Path) -> None:
     assert "directory that contains svhn/extra_32x32.mat" in message
 
 
-def test_svhn_download_calls_torchvision(tmp_path: Path, monkeypatch) -> None:
-    from torchvision.datasets import utils as tv_utils
+def test_svhn_download_fetches_the_official_files(tmp_path: Path, monkeypatch) -> None:
+    from cnnbench.data import download
 
     calls = []
     rng = np.random.default_rng(0)
 
-    def fake_download(url: str, root: str, filename: str, md5: str) -> None:
-        calls.append((url, Path(root), filename, md5))
+    def fake_fetch(url: str, dest: Path, md5: str | None) -> None:
+        calls.append((url, dest, md5))
         images = rng.integers(0, 256, size=(4, 3, 32, 32), dtype=np.uint8)
-        write_svhn_mat(Path(root) / filename, images, np.arange(4))
+        write_svhn_mat(dest, images, np.arange(4))
 
-    monkeypatch.setattr(tv_utils, "download_url", fake_download)
-    (tmp_path / "svhn").mkdir()
+    monkeypatch.setattr(download, "fetch_file", fake_fetch)
     ds = load_dataset("svhn", root=str(tmp_path), download=True)
     folder = tmp_path / "svhn"
     base = "http://ufldl.stanford.edu/housenumbers/"
     assert calls == [
-        (base + "train_32x32.mat", folder, "train_32x32.mat", "e26dedcc434d2e4c54c9b2d4a06d8373"),
-        (base + "test_32x32.mat", folder, "test_32x32.mat", "eb5a983be6a315427106f1b164d9cef3"),
+        (base + "train_32x32.mat", folder / "train_32x32.mat", "e26dedcc434d2e4c54c9b2d4a06d8373"),
+        (base + "test_32x32.mat", folder / "test_32x32.mat", "eb5a983be6a315427106f1b164d9cef3"),
     ]
     assert ds.train_images.shape == (4, 3, 32, 32)
     load_dataset("svhn", root=str(tmp_path), download=True, extra=True)
-    assert calls[-1][2:] == ("extra_32x32.mat", "a93ce644f1a588dc4d68dda5feec44a7")
+    assert calls[-1][1:] == (folder / "extra_32x32.mat", "a93ce644f1a588dc4d68dda5feec44a7")
 
 
 @pytest.mark.parametrize("kind", ["random-bytes", "truncated", "wrong-shape", "label-out-of-range", "no-y"])

@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 import torch
 import torch.nn.functional as F
+from conftest import TINY
 from torch import nn
 from typer.testing import CliRunner
 
@@ -19,7 +20,6 @@ from cnnbench.diagnostics.landscape import filter_normalized_direction
 from cnnbench.diagnostics.responses import is_conv3x3, response_layers
 from cnnbench.engine.trained import load_trained
 from cnnbench.models import build_model
-from tests.conftest import TINY
 
 SAMPLES = 16
 

@@ -10,6 +10,7 @@ point, and one thread is also the fastest on 2 shared cores.
 
 from __future__ import annotations
 
+import errno
 import json
 import logging
 import os
@@ -802,3 +803,67 @@ def test_a_requeue_signal_checkpoints_hands_over_and_the_requeued_job_continues(
     first, second = metrics_of(tmp_path)["attempts"]
     assert "requeued" in first["reason"] and first["end_iteration"] == 13
     assert second["start_iteration"] == 13 and second["reason"] == "completed"
+
+
+# ----- faults: a full disk, a read-only folder, an unreadable last checkpoint ----------------------
+
+
+@pytest.mark.parametrize("error", [errno.ENOSPC, errno.EROFS])
+def test_a_failed_checkpoint_write_keeps_the_last_one_and_the_run_continues_later(
+    error: int, reference: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, one_thread: None
+) -> None:
+    """A full disk or a read-only folder at the checkpoint of iteration 20: the run stops as interrupted
+    with a clear message, checkpoint 10 survives intact, and once the disk is fixed the run continues
+    exactly."""
+    from cnnbench import checkpoint as checkpoint_module
+    from cnnbench.train import CheckpointNotWritten, run
+
+    cfg = compose_tiny(f"trainer.max_iters={ITERS}", "trainer.ckpt_every=10")
+    save = torch.save
+
+    def save_on_a_full_disk(obj: dict, f, *args, **kwargs) -> None:
+        if obj["iteration"] == 20:
+            f.write(b"half a checkpoint")
+            raise OSError(error, os.strerror(error), str(f.name))
+        return save(obj, f, *args, **kwargs)
+
+    monkeypatch.setattr(torch, "save", save_on_a_full_disk)
+    with pytest.raises(CheckpointNotWritten) as stopped:
+        run(cfg, tmp_path)
+    assert stopped.value.exit_code == 75 and os.strerror(error) in str(stopped.value)
+    assert checkpoint_of(tmp_path)["iteration"] == 10  # the last good one, readable
+    assert not list(tmp_path.glob(".*.tmp"))
+    metrics = metrics_of(tmp_path)
+    assert metrics["status"] == "interrupted" and "last good checkpoint" in metrics["message"]
+
+    monkeypatch.setattr(torch, "save", save)
+    run(cfg, tmp_path)  # the same command once the disk has room: trainer.resume=auto continues
+    assert_same_run(tmp_path, reference)
+    assert checkpoint_module.has_checkpoint(tmp_path)
+
+
+def test_an_unreadable_last_checkpoint_falls_back_to_the_previous_one(
+    reference: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, cli: Cli, one_thread: None
+) -> None:
+    from cnnbench.engine.step import TrainStep
+    from cnnbench.train import run
+
+    cfg = compose_tiny(f"trainer.max_iters={ITERS}", "trainer.ckpt_every=10")
+    step = TrainStep.__call__
+
+    def step_with_ctrl_c(self: TrainStep, iteration: int) -> None:
+        step(self, iteration)
+        if iteration + 1 == 25:
+            signal.raise_signal(signal.SIGINT)
+
+    monkeypatch.setattr(TrainStep, "__call__", step_with_ctrl_c)
+    with pytest.raises(SystemExit):
+        run(cfg, tmp_path)
+    assert checkpoint_of(tmp_path)["iteration"] == 25
+    previous = torch.load(tmp_path / "checkpoint.prev.pt", weights_only=True)
+    assert previous["iteration"] == 20  # the one before, kept until the new one was durable
+    (tmp_path / CHECKPOINT_NAME).write_bytes(b"torn by a crash")  # the last one lost
+
+    monkeypatch.setattr(TrainStep, "__call__", step)
+    run(cfg, tmp_path, resume=True)  # continues from iteration 20, still exactly
+    assert_same_run(tmp_path, reference)

@@ -11,9 +11,9 @@ from pathlib import Path
 
 import pytest
 import yaml
+from conftest import TINY
 
 from cnnbench.status import STALE_FLOOR_S, folder_status, format_duration
-from tests.conftest import TINY
 
 NOW = time.time()
 

@@ -447,7 +447,7 @@ def test_slurm_launcher_config(tmp_path, monkeypatch):
         )
     launcher = OmegaConf.to_container(cfg.hydra.launcher, resolve=False)
     assert launcher["_target_"].endswith("submitit_launcher.SlurmLauncher")
-    assert (launcher["gpus_per_node"], launcher["tasks_per_node"], launcher["max_num_timeout"]) == (1, 1, 0)
+    assert (launcher["gpus_per_node"], launcher["tasks_per_node"], launcher["max_num_timeout"]) == (1, 1, 3)
     assert launcher["partition"] == "gpu" and launcher["mem_gb"] == 8
     assert launcher["cpus_per_task"] >= 1 and launcher["timeout_min"] >= 60
 
@@ -475,8 +475,8 @@ def test_slurm_launcher_config(tmp_path, monkeypatch):
         f"#SBATCH --cpus-per-task={launcher['cpus_per_task']}",
         f"#SBATCH --time={launcher['timeout_min']}",
         "#SBATCH --mem=8GB",
-        # SIGTERM (which cnnbench answers with a checkpoint) 120 s before the time limit, not USR2.
-        "#SBATCH --signal=TERM@120",
+        # submitit's requeue signal 120 s before the time limit: cnnbench checkpoints, then hands it over.
+        "#SBATCH --signal=USR2@120",
     ):
         assert line in script.splitlines(), (line, script)
 

@@ -7,15 +7,14 @@ shared with the SVHN reader live in ``cnnbench.data.dataset``.
 from __future__ import annotations
 
 import pickle
-import tarfile
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
 from cnnbench.data.dataset import ImageDataset, as_labels, as_uint8_pixels, to_image_tensor, to_label_tensor
-from cnnbench.data.paths import corrupt_error, download_error, missing_error, resolve_root
-from cnnbench.errors import CnnbenchError
+from cnnbench.data.download import ensure_extracted, source
+from cnnbench.data.paths import corrupt_error, missing_error, resolve_root
 
 
 @dataclass(frozen=True)
@@ -28,7 +27,11 @@ class _CifarSpec:
     label_key: str
     num_classes: int
     url: str
-    md5: str  # of the .tar.gz archive; the extracted files are validated instead of hashed
+    md5: str  # of the .tar.gz archive; the extracted files are validated as read (`cnnbench data verify`)
+
+    @property
+    def archive(self) -> str:
+        return self.url.rsplit("/", 1)[-1]
 
 
 CIFAR10 = _CifarSpec(
@@ -78,21 +81,38 @@ class _ArrayUnpickler(pickle.Unpickler):
         return super().find_class(module, name)
 
 
-def load_cifar10(root: str | None = None, download: bool = False, **_ignored: object) -> ImageDataset:
-    """CIFAR-10: 50k train / 10k test images, 10 classes, from ``<root>/cifar-10-batches-py``."""
-    return _load(CIFAR10, root, download)
+def load_cifar10(
+    root: str | None = None,
+    download: bool = False,
+    url: str | None = None,
+    md5: str | None = None,
+    **_ignored: object,
+) -> ImageDataset:
+    """CIFAR-10: 50k train / 10k test images, 10 classes, from ``<root>/cifar-10-batches-py``.
+
+    ``url`` / ``md5``: a mirror of the archive (None: ``$CNNBENCH_CIFAR10_URL`` / ``_MD5``, else official).
+    """
+    return _load(CIFAR10, root, download, url, md5)
 
 
-def load_cifar100(root: str | None = None, download: bool = False, **_ignored: object) -> ImageDataset:
+def load_cifar100(
+    root: str | None = None,
+    download: bool = False,
+    url: str | None = None,
+    md5: str | None = None,
+    **_ignored: object,
+) -> ImageDataset:
     """CIFAR-100 (fine labels): 50k train / 10k test images, 100 classes, from ``<root>/cifar-100-python``."""
-    return _load(CIFAR100, root, download)
+    return _load(CIFAR100, root, download, url, md5)
 
 
-def _load(spec: _CifarSpec, root: str | None, download: bool) -> ImageDataset:
+def _load(
+    spec: _CifarSpec, root: str | None, download: bool, url: str | None, md5: str | None
+) -> ImageDataset:
     base = resolve_root(root)
     folder = base / spec.folder
     if not folder.is_dir():
-        _fetch(spec, base, folder, download)
+        fetch(spec, base, download, url, md5)
     train = [_read_batch(spec, folder, name) for name in spec.train_files]
     test_images, test_labels = _read_batch(spec, folder, spec.test_file)
     return ImageDataset(
@@ -105,21 +125,23 @@ def _load(spec: _CifarSpec, root: str | None, download: bool) -> ImageDataset:
     )
 
 
-def _fetch(spec: _CifarSpec, base: Path, folder: Path, download: bool) -> None:
-    if not download:
-        raise missing_error(spec.title, base, folder, spec.url)
-    # Imported here: torchvision.datasets is slow to import and only needed for a download.
-    from torchvision.datasets import utils as tv_utils
-
-    try:
-        tv_utils.download_and_extract_archive(spec.url, download_root=str(base), md5=spec.md5)
-    except (OSError, RuntimeError, tarfile.TarError) as exc:  # URLError is an OSError; md5 -> RuntimeError
-        raise download_error(spec.title, spec.url, folder, exc) from exc
-    if not folder.is_dir():
-        raise CnnbenchError(
-            f"Downloaded and extracted {spec.url} into {base}, but the folder {folder} did not appear. "
-            f"Delete the archive in {base} and retry, or extract it manually so that {folder} exists."
-        )
+def fetch(
+    spec: _CifarSpec, base: Path, download: bool = True, url: str | None = None, md5: str | None = None
+) -> Path:
+    """``base/spec.folder``, downloaded and extracted if missing (once, however many jobs ask at once)."""
+    chosen_url, chosen_md5 = source(spec.name, url, md5, spec.url, spec.md5)
+    folder = base / spec.folder
+    if not download and not folder.is_dir():
+        raise missing_error(spec.title, base, folder, chosen_url)
+    return ensure_extracted(
+        name=spec.name,
+        title=spec.title,
+        root=base,
+        folder=spec.folder,
+        archive=spec.archive,
+        url=chosen_url,
+        md5=chosen_md5,
+    )
 
 
 def _read_batch(spec: _CifarSpec, folder: Path, file_name: str) -> tuple[np.ndarray, np.ndarray]:

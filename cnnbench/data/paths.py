@@ -42,7 +42,8 @@ def missing_error(what: str, root: Path, expected: Path, source_url: str) -> Cnn
     return CnnbenchError(
         f"{what} data not found: looked for {expected} and it does not exist. Either set "
         f"data.download=true to download it, or {manual}; if the data is somewhere else, set data.root=... "
-        f"(or the {DATA_ENV_VAR} environment variable) to the directory that contains {relative}."
+        f"(or the {DATA_ENV_VAR} environment variable) to the directory that contains {relative}. To fetch "
+        f"it ahead of a sweep: `cnnbench data download NAME --root {root}` (NAME: cifar10, cifar100, svhn)."
     )
 
 

@@ -10,7 +10,8 @@ from pathlib import Path
 import numpy as np
 
 from cnnbench.data.dataset import ImageDataset, as_labels, as_uint8_pixels, to_image_tensor, to_label_tensor
-from cnnbench.data.paths import corrupt_error, download_error, missing_error, resolve_root
+from cnnbench.data.download import ensure_file, source
+from cnnbench.data.paths import corrupt_error, missing_error, resolve_root
 
 URL_BASE = "http://ufldl.stanford.edu/housenumbers/"
 # split -> (file name, md5 of the official file)
@@ -22,13 +23,21 @@ FILES = {
 
 
 def load_svhn(
-    root: str | None = None, download: bool = False, extra: bool = False, **_ignored: object
+    root: str | None = None,
+    download: bool = False,
+    extra: bool = False,
+    url: str | None = None,
+    **_ignored: object,
 ) -> ImageDataset:
-    """SVHN: 73,257 train (+531,131 with ``extra=True``) / 26,032 test images, 10 classes."""
-    folder = resolve_root(root) / "svhn"
+    """SVHN: 73,257 train (+531,131 with ``extra=True``) / 26,032 test images, 10 classes.
+
+    ``url``: a mirror folder holding the ``.mat`` files (None: ``$CNNBENCH_SVHN_URL``, else official);
+    every file is checked against its published MD5.
+    """
+    base = resolve_root(root)
     splits = ["train", "extra"] if extra else ["train"]
-    train = [_read_split(folder, split, download) for split in splits]
-    test_images, test_labels = _read_split(folder, "test", download)
+    train = [_read_split(base, split, download, url) for split in splits]
+    test_images, test_labels = _read_split(base, "test", download, url)
     return ImageDataset(
         name="svhn",
         train_images=to_image_tensor(np.concatenate([images for images, _ in train])),
@@ -39,11 +48,8 @@ def load_svhn(
     )
 
 
-def _read_split(folder: Path, split: str, download: bool) -> tuple[np.ndarray, np.ndarray]:
-    file_name, md5 = FILES[split]
-    path = folder / file_name
-    if not path.is_file():
-        _fetch(folder.parent, path, md5, download)
+def _read_split(base: Path, split: str, download: bool, url: str | None) -> tuple[np.ndarray, np.ndarray]:
+    path = fetch(base, split, download, url)
     # Imported here: scipy is only needed for SVHN and takes a while to import.
     from scipy.io import loadmat
 
@@ -57,17 +63,17 @@ def _read_split(folder: Path, split: str, download: bool) -> tuple[np.ndarray, n
         raise corrupt_error("SVHN", path, str(exc), path) from exc
 
 
-def _fetch(root: Path, path: Path, md5: str, download: bool) -> None:
-    url = URL_BASE + path.name
+def fetch(base: Path, split: str, download: bool = True, url: str | None = None) -> Path:
+    """``<base>/svhn/<split file>``, downloaded if missing (once, however many jobs ask at once)."""
+    file_name, md5 = FILES[split]
+    folder_url, _ = source("svhn", url, None, URL_BASE, None)
+    file_url = folder_url.rstrip("/") + "/" + file_name
+    path = base / "svhn" / file_name
+    if path.is_file():
+        return path
     if not download:
-        raise missing_error("SVHN", root, path, url)
-    # Imported here: torchvision.datasets is slow to import and only needed for a download.
-    from torchvision.datasets import utils as tv_utils
-
-    try:
-        tv_utils.download_url(url, str(path.parent), path.name, md5)
-    except (OSError, RuntimeError) as exc:  # URLError is an OSError; md5 mismatch -> RuntimeError
-        raise download_error("SVHN", url, path, exc) from exc
+        raise missing_error("SVHN", base, path, file_url)
+    return ensure_file(name="svhn", title="SVHN", root=base, path=path, url=file_url, md5=md5)
 
 
 def _parse_mat(mat: dict[str, object]) -> tuple[np.ndarray, np.ndarray]:

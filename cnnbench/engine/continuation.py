@@ -26,9 +26,10 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
+from cnnbench.checkpoint import has_checkpoint
 from cnnbench.engine.state import changed_settings, config_diff_error
 from cnnbench.errors import CnnbenchError
-from cnnbench.runfiles import CHECKPOINT_NAME, SAVED_CONFIG, existing_run_error, holds_run, read_metrics
+from cnnbench.runfiles import SAVED_CONFIG, existing_run_error, holds_run, read_metrics
 
 RESUME_MODES = ("auto", "never", "must")
 KILLED = "killed without a chance to save (SIGKILL, node loss): continued from the last checkpoint"
@@ -95,7 +96,7 @@ def decide(
             f"with the same settings would diverge again, exactly. Nothing was changed. Start a new run with "
             f"a lower optimizer.lr or a warm-up (schedule.warmup_iters=400)."
         )
-    if (run_dir / CHECKPOINT_NAME).is_file():
+    if has_checkpoint(run_dir):
         return Start(resume=True)
     return Start(restart=True)  # it stopped before its first checkpoint: start it again, in place
 

@@ -156,7 +156,10 @@ class RunRecords:
                 status if status == "completed" else f"{status}: {extra.get('message') or ''}".strip(": ")
             )
             close_attempt(state.metrics.get("attempts") or [], reason, state.iteration)
-        write_json_atomic(self.run_dir / METRICS_NAME, state.metrics)
+        try:
+            write_json_atomic(self.run_dir / METRICS_NAME, state.metrics)
+        except OSError as exc:  # a full disk: the checkpoint holds the state; the next write retries
+            log.error("Could not write %s (%s); training goes on.", METRICS_NAME, exc.strerror or exc)
 
     def close(self) -> None:
         """Stop the progress display and flush TensorBoard (idempotent)."""

@@ -29,6 +29,8 @@ RESUME_MAY_CHANGE = (
     "trainer.eval_batch_size",
     "data.root",
     "data.download",
+    "data.url",
+    "data.md5",
     "trainer.resume",
 )
 

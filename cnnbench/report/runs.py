@@ -21,7 +21,7 @@ _DESIGN_SECTIONS = ("data", "augment", "optimizer", "schedule")
 # Except the training budget: a 2k-iteration smoke run must not be averaged with a 64k-iteration one.
 _DESIGN_TRAINER_KEYS = ("max_iters", "batch_size", "label_smoothing", "ema_decay")
 # Where the data lives or how it is fetched does not change the experiment.
-_IGNORED_DESIGN_KEYS = {"data.root", "data.download", "data.num_workers"}
+_IGNORED_DESIGN_KEYS = {"data.root", "data.download", "data.num_workers", "data.url", "data.md5"}
 # Options a family accepts but does not use (plain nets take `shortcut` only so sweeps over
 # model=plain,resnet can set it); grouping on them would split identical configurations.
 _UNUSED_OPTIONS = {"plain": {"shortcut"}}
