@@ -262,7 +262,11 @@ def eval_(
     ],
     split: Annotated[str, typer.Option(help="test, val (runs with data.val_size) or train.")] = "test",
     weights: Annotated[
-        str, typer.Option(help="last (checkpoint.pt) or best (best.pt: best validation error).")
+        str,
+        typer.Option(
+            help="last (checkpoint.pt), best (best.pt: best validation error) or ema (the weights' "
+            "moving average, trainer.ema_decay)."
+        ),
     ] = "last",
     tta: Annotated[
         str, typer.Option(help="none, or flip: average the softmax of each image and its mirror.")
@@ -336,7 +340,7 @@ def eval_(
 def export(
     directory: Annotated[Path, typer.Argument(help="A run folder.", show_default=False)],
     fmt: Annotated[str, typer.Option("--format", help="torchscript, onnx or state_dict.")] = "torchscript",
-    weights: Annotated[str, typer.Option(help="last (checkpoint.pt) or best (best.pt).")] = "last",
+    weights: Annotated[str, typer.Option(help="last (checkpoint.pt), best (best.pt) or ema.")] = "last",
     out: Annotated[
         Path | None,
         typer.Option("--out", "-o", help="The file to write (default: RUN_DIR/export/model.ts.pt, ...)."),

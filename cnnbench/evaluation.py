@@ -45,6 +45,7 @@ class Weights:
     name: str
     checkpoint_name: str
     missing: str  # {run} is the run folder
+    state_key: str = "model"  # which weights inside the file: the model's, or their EMA
 
     def path(self, run_dir: Path) -> Path:
         return run_dir / self.checkpoint_name
@@ -64,6 +65,13 @@ WEIGHTS: dict[str, Weights] = {
         "{run} has no best.pt: the weights with the best validation error are kept only by runs trained "
         "with a validation split (e.g. data.val_size=5000), and only after their first evaluation. "
         "Evaluate its last weights with --weights last, or train with data.val_size=N.",
+    ),
+    "ema": Weights(
+        "ema",
+        CHECKPOINT_NAME,
+        "{run} has no checkpoint.pt, so there are no EMA weights to evaluate. Continue the run with "
+        "`cnnbench resume {run}` or train a new one with trainer.ema_decay.",
+        state_key="ema",
     ),
 }
 
@@ -363,7 +371,9 @@ def evaluate_run(run_dir: Path, options: EvalOptions, cache: _DataCache) -> Eval
     if not weights.path(run_dir).is_file():
         raise CnnbenchError(weights.missing.format(run=run_dir))
     _check_writable_eval_json(run_dir)
-    trained = load_trained(run_dir, device=options.device, checkpoint_name=weights.checkpoint_name)
+    trained = load_trained(
+        run_dir, device=options.device, checkpoint_name=weights.checkpoint_name, state_key=weights.state_key
+    )
     cfg = trained.cfg
     section = data_section(cfg, options.data)
     if options.split == "val" and not section.get("val_size"):

@@ -142,7 +142,9 @@ def export_run(
         raise CnnbenchError(choice.missing.format(run=run_dir))
     path = Path(out) if out is not None else default_path(run_dir, fmt, weights)
     _check_target(run_dir, path, force)
-    trained = load_trained(run_dir, device="cpu", checkpoint_name=choice.checkpoint_name)
+    trained = load_trained(
+        run_dir, device="cpu", checkpoint_name=choice.checkpoint_name, state_key=choice.state_key
+    )
     shape = input_shape(trained)
     c, h, w = (shape[0], shape[1] or 32, shape[2] or 32) if shape else (3, 32, 32)
     wrapped = NormalizedModel(trained.model, trained.mean, trained.std).eval()

@@ -163,3 +163,15 @@ def test_bad_values_are_refused_before_anything_is_written(cli, tmp_path, overri
     assert result.exit_code == 2, result.output
     assert needle in result.output and "Traceback" not in result.output
     assert not (tmp_path / "run").exists()
+
+
+def test_eval_of_the_ema_weights_reproduces_the_logged_ema_test_error(cli, tmp_path):
+    import json
+
+    trained = cli("train", *TINY, "trainer.ema_decay=0.8", "trainer.precision=fp32", "hydra.run.dir=run")
+    assert trained.exit_code == 0, trained.output
+    metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())
+    result = cli("eval", "run", "--weights", "ema", "--precision", "run", "--json")
+    assert result.exit_code == 0, result.output
+    (entry,) = json.loads(result.stdout[result.stdout.index("[") :])
+    assert entry["weights"] == "ema" and entry["error"] == metrics["test_error_ema"]

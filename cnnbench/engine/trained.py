@@ -56,14 +56,31 @@ class TrainedRun:
         return load_device_data(OmegaConf.create({"data": data_cfg}), self.device)
 
 
-def load_trained(run_dir: Path, device: str = "auto", checkpoint_name: str = CHECKPOINT_NAME) -> TrainedRun:
-    """Load ``run_dir``'s saved config and ``checkpoint_name`` onto ``device`` (``auto``: CUDA if present)."""
+def load_trained(
+    run_dir: Path, device: str = "auto", checkpoint_name: str = CHECKPOINT_NAME, state_key: str = "model"
+) -> TrainedRun:
+    """Load ``run_dir``'s saved config and ``checkpoint_name`` onto ``device`` (``auto``: CUDA if present).
+
+    ``state_key``: ``model`` (the trained weights) or ``ema`` (their moving average, trainer.ema_decay).
+    """
     run_dir = Path(run_dir)
     if not run_dir.is_dir():
         raise CnnbenchError(f"{run_dir} is not a folder; give a run folder written by `cnnbench train`.")
     cfg = saved_config(run_dir)
     checkpoint = load_checkpoint(run_dir / checkpoint_name)
     dev = resolve_device(device)
+    if state_key == "ema":
+        if not checkpoint.get("ema"):
+            raise CnnbenchError(
+                f"{run_dir} has no EMA weights: they exist only for runs trained with trainer.ema_decay "
+                f"(e.g. 0.999). Evaluate its own weights with --weights last."
+            )
+        # AveragedModel's state: the averaged module's under "module.", and its update count.
+        averaged = checkpoint["ema"]
+        checkpoint = {
+            **checkpoint,
+            "model": {k[7:]: v for k, v in averaged.items() if k.startswith("module.")},
+        }
     try:
         options = model_options_of(cfg)
         num_classes = int(
