@@ -519,6 +519,8 @@ def test_resume_of_a_broken_run_folder_is_a_clear_error(case: str, finished: Pat
     metrics = metrics_of(finished)
     metrics.update(status="interrupted", iteration=20)  # an unfinished run, as far as resume knows
     (finished / "metrics.json").write_text(json.dumps(metrics))
+    # The only checkpoint: with checkpoint.prev.pt there, a broken last one falls back to it (tested below).
+    (finished / "checkpoint.prev.pt").unlink(missing_ok=True)
     break_it(finished)
     before = snapshot(finished)
     code, out = cli("resume", finished)

@@ -67,7 +67,8 @@ def load_trained(
     if not run_dir.is_dir():
         raise CnnbenchError(f"{run_dir} is not a folder; give a run folder written by `cnnbench train`.")
     cfg = saved_config(run_dir)
-    checkpoint = load_checkpoint(run_dir / checkpoint_name)
+    # Exactly this file: a command that reads a run must not silently use older weights.
+    checkpoint = load_checkpoint(run_dir / checkpoint_name, fallback=False)
     dev = resolve_device(device)
     if state_key == "ema":
         if not checkpoint.get("ema"):
