@@ -337,20 +337,13 @@ def probe_compile(device: torch.device, precision: str, channels_last: bool) -> 
         return entry
 
 
-def _explicit_layout(value: Any) -> bool | None:
+def _explicit(key: str, value: Any) -> bool | None:
+    """``trainer.<key>``: None for ``auto`` (measure), else the boolean given."""
     if value == "auto":
         return None
     if isinstance(value, bool):
         return value
-    raise CnnbenchError(f"trainer.channels_last={value!r} must be auto, true or false.")
-
-
-def _explicit_compile(value: Any) -> bool | None:
-    if value == "auto":
-        return None
-    if isinstance(value, bool):
-        return value
-    raise CnnbenchError(f"trainer.compile={value!r} must be auto, true or false.")
+    raise CnnbenchError(f"trainer.{key}={value!r} must be auto, true or false.")
 
 
 def resolve(
@@ -366,8 +359,8 @@ def resolve(
     """
     precision = str(trainer.get("precision", "auto"))
     resolve_precision(precision, device)  # names and device support, one clear error
-    layout = _explicit_layout(trainer.get("channels_last", "auto"))
-    compile_flag = _explicit_compile(trainer.get("compile", "auto"))
+    layout = _explicit("channels_last", trainer.get("channels_last", "auto"))
+    compile_flag = _explicit("compile", trainer.get("compile", "auto"))
     max_iters = int(trainer.get("max_iters", 0))
     explicit = precision != "auto" and layout is not None and compile_flag is not None
     if recorded:
