@@ -32,6 +32,7 @@ class GracefulStop:
         self.signum: int | None = None
         self._previous: dict[int, Any] = {}
         self._handed_over: dict[int, Any] = {}
+        self._announced = False
 
     def __enter__(self) -> GracefulStop:
         if threading.current_thread() is threading.main_thread():
@@ -61,12 +62,18 @@ class GracefulStop:
             )
             self._handed_over[self.signum](self.signum, None)
 
+    def announce(self) -> None:
+        """Say (once) that a stop was requested. Called by the loop, never from the signal handler:
+        a handler that logs can interrupt a log write to the same file and fail re-entrantly."""
+        if self.signum is not None and not self._announced:
+            self._announced = True
+            log.warning(
+                "%s received: finishing the current step and writing a checkpoint "
+                "(Ctrl-C again to abort at once).",
+                signal.Signals(self.signum).name,
+            )
+
     def _handle(self, signum: int, frame: object) -> None:
         if self.signum is not None and signum == signal.SIGINT:
             raise KeyboardInterrupt  # checkpoints are atomic: aborting here cannot leave a half-written one
-        self.signum = signum
-        log.warning(
-            "%s received: finishing the current step and writing a checkpoint "
-            "(Ctrl-C again to abort at once).",
-            signal.Signals(signum).name,
-        )
+        self.signum = signum  # nothing else here: no logging or I/O inside a signal handler

@@ -198,6 +198,8 @@ class Trainer:
                     if it % eval_every == 0 and not done:
                         records.write_metrics("running")
                     stopping = self._stop_agreed(stop, log_every)
+                    if stopping:
+                        stop.announce()
                 if stopping and state.iteration < max_iters:
                     self.checkpoint()
                     requeue = " (requeued by the scheduler: continues by itself)" if stop.requeued else ""

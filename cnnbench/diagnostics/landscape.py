@@ -341,6 +341,7 @@ def run_landscape(
                     evaluated_images += s.samples
                     bar.advance(task)
                     if stop.signum is not None:
+                        stop.announce()
                         break
         finally:
             for evaluator in evaluators.values():
