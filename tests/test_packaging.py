@@ -32,7 +32,7 @@ def test_pip_install_then_bench_with_the_baseline(tmp_path):
     ours = sysconfig.get_paths()["purelib"]
     Path(purelib, "outer.pth").write_text("\n".join([ours, *site.getsitepackages()]) + "\n")
     install = subprocess.run(
-        [str(python), "-m", "pip", "install", "--no-deps", "--no-build-isolation", "-q", str(ROOT)],
+        [str(python), "-m", "pip", "install", "--no-deps", "-q", str(ROOT)],
         capture_output=True,
         text=True,
         timeout=600,
