@@ -329,7 +329,7 @@ def measure(
                 baseline.stop()
 
     status("counting FLOPs and measuring the matmul peak")
-    step_gflop = train_step_gflop(baseline_model or parts.model, parts)
+    step_gflop = train_step_gflop(parts.model, parts)
     peak = matmul_peak_gflops(device, parts.precision)
 
     bad = int(step.first_bad_iter.item())

@@ -26,7 +26,7 @@ import platform
 import statistics
 import time
 from collections.abc import Callable, Iterator, Mapping
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -378,7 +378,7 @@ def resolve(
             if not shared:
                 shared = resolve(trainer, device).record()
                 _write(sweep_record, shared)
-        return resolve(trainer, device, recorded=shared)
+        return replace(resolve(trainer, device, recorded=shared), chosen_by="sweep")
 
     result = probe(device)
     best_precision, best_layout = parse_candidate(result["choice"])

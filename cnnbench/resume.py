@@ -15,8 +15,8 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
+from cnnbench.checkpoint import has_checkpoint
 from cnnbench.runfiles import (
-    CHECKPOINT_NAME,
     MULTIRUN_RECORD,
     SAVED_CONFIG,
     SAVED_OVERRIDES,
@@ -62,7 +62,7 @@ def resume_sweep_job(
         # folder stays untouched.
         print(f"{run_dir.name}: already {status}, skipped.")
         return metrics
-    if (run_dir / CHECKPOINT_NAME).is_file():
+    if has_checkpoint(run_dir):  # checkpoint.pt, or the previous one if the last was lost
         log.info("%s: resuming from its checkpoint (%s).", run_dir.name, status)
         return run(saved_config(run_dir), run_dir, resume=True, sweep_dir=sweep_dir)
     log.info("%s: no checkpoint yet, starting it.", run_dir.name)
