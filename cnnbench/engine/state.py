@@ -26,6 +26,9 @@ CHECKPOINT_VERSION = 1
 RESUME_MAY_CHANGE = (
     "trainer.device",
     "trainer.compile",
+    "trainer.compile_mode",
+    "trainer.cuda_graphs",
+    "trainer.fused_optimizer",
     "trainer.eval_batch_size",
     "data.root",
     "data.download",
@@ -83,6 +86,8 @@ def checkpoint_state(parts: Parts, step: TrainStep, state: RunState) -> dict[str
         "sampler": parts.batches.state_dict(),
         "augment_rng": parts.augment.generator.get_state(),
         "window": step.state_dict(),
+        # Where the warm-up rule ended the warm-up (schedule.warmup_until_error): the lr depends on it.
+        "warmup": parts.lr_at.state_dict(),
         "ema": parts.ema.state_dict() if parts.ema is not None else None,
         "best_test_error": state.best_test_error,
         "best_iteration": state.best_iteration,
@@ -115,6 +120,7 @@ def restore(parts: Parts, step: TrainStep, checkpoint: Mapping[str, Any], run_di
     parts.batches.load_state_dict(checkpoint["sampler"])
     parts.augment.generator.set_state(checkpoint["augment_rng"])
     step.load_state_dict(checkpoint["window"])
+    parts.lr_at.load_state_dict(checkpoint.get("warmup"))  # absent in older checkpoints: not ended
     if parts.ema is not None and checkpoint.get("ema") is not None:
         parts.ema.load_state_dict(checkpoint["ema"])
     state = RunState(

@@ -13,13 +13,17 @@ from typing import Any
 import numpy as np
 
 from cnnbench.errors import CnnbenchError
-from cnnbench.runfiles import METRICS_NAME, SAVED_CONFIG
+from cnnbench.numerics import bn_images, describe
+from cnnbench.runfiles import METRICS_NAME, SAVED_CONFIG, read_env
 
 # Config sections that define the experiment. Everything else (trainer, device, seed, hydra, logging)
 # may differ between runs that are still seeds of one configuration.
 _DESIGN_SECTIONS = ("data", "augment", "optimizer", "schedule")
 # Except the training budget: a 2k-iteration smoke run must not be averaged with a 64k-iteration one.
 _DESIGN_TRAINER_KEYS = ("max_iters", "batch_size", "label_smoothing", "ema_decay")
+# Design keys added later (issue 15): left out while unset, so older runs (without them) stay seeds of the
+# same configuration. Ghost BatchNorm changes the training, so a set trainer.bn_group tells runs apart.
+_DESIGN_KEYS_IF_SET = ("schedule.warmup_until_error", "trainer.bn_group")
 # Where the data lives or how it is fetched does not change the experiment.
 _IGNORED_DESIGN_KEYS = {"data.root", "data.download", "data.num_workers", "data.url", "data.md5"}
 # Options a family accepts but does not use (plain nets take `shortcut` only so sweeps over
@@ -61,6 +65,7 @@ class Run:
     # Model selection on a validation split (data.val_size); None without one.
     best_val_error: float | None = None
     test_error_at_best_val: float | None = None  # the honest test number: weights picked on validation
+    numerics: str | None = None  # e.g. "paper (fp32, BN/64)" (cnnbench.numerics); None: unknown
 
     def primary_key(self) -> str:
         """What a configuration is named by: data, augmentation, model, options, depth."""
@@ -175,7 +180,10 @@ def load_run(run_dir: Path) -> Run:
         # `_target_` (the optimizer's class) follows from its name, which is shown already.
         if k not in _IGNORED_DESIGN_KEYS and not k.rsplit(".", 1)[-1].startswith("_")
     }
-    design.update({f"trainer.{k}": trainer[k] for k in _DESIGN_TRAINER_KEYS if k in trainer})
+    design.update({f"trainer.{k}": trainer[k] for k in (*_DESIGN_TRAINER_KEYS, "bn_group") if k in trainer})
+    for key in _DESIGN_KEYS_IF_SET:
+        if design.get(key) is None:
+            design.pop(key, None)
     seed = cfg.get("seed", metrics.get("seed"))
     depth = _int(cfg.get("depth"))
     if depth is None:  # no config, or a depth interpolation that did not resolve
@@ -202,7 +210,25 @@ def load_run(run_dir: Path) -> Run:
         config=cfg,
         best_val_error=_fraction(metrics.get("best_val_error")),
         test_error_at_best_val=_fraction(metrics.get("test_error_at_best_val")),
+        numerics=numerics_label(read_env(run_dir), trainer),
     )
+
+
+def numerics_label(env: Mapping[str, Any] | None, trainer: Mapping[str, Any]) -> str | None:
+    """What env.json says about the run's numerics; for runs older than the record, derived from the
+    precision it used and its batch (fp32 on CUDA counted as TF32, PyTorch's default). None: unknown."""
+    if not env:
+        return None
+    recorded = env.get("numerics")
+    if isinstance(recorded, Mapping) and recorded.get("label"):
+        return str(recorded["label"])
+    precision, batch = env.get("precision"), _int(trainer.get("batch_size"))
+    if not isinstance(precision, str) or batch is None:
+        return None
+    world = _int(env.get("world_size")) or 1
+    images = bn_images(batch, world, trainer.get("bn_group"), bool(trainer.get("sync_bn")))
+    tf32 = precision == "fp32" and str(env.get("device", "")).startswith("cuda")
+    return describe(precision, images, tf32=tf32, bn_group=trainer.get("bn_group"))["label"]
 
 
 def read_curves(run_dir: Path, tags: Iterable[str] = ("error/train", "error/test")) -> dict[str, Curve]:

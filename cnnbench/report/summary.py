@@ -116,6 +116,12 @@ class Row:
         return self.test_error.mean - self.paper_error
 
     @property
+    def numerics(self) -> str | None:
+        """The runs' numerics (cnnbench.numerics), e.g. "fast (bf16, BN/128)"; several joined by "; "."""
+        labels = sorted({r.numerics for r in self.runs if r.numerics})
+        return "; ".join(labels) if labels else None
+
+    @property
     def messages(self) -> list[str]:
         return [f"seed {r.seed}: {r.message}" for r in self.runs if r.message]
 

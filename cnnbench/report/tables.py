@@ -20,6 +20,7 @@ CSV_COLUMNS = (
     "model",
     "depth",
     "options",
+    "numerics",
     "status",
     "config_status",
     "n_seeds",
@@ -57,6 +58,7 @@ def csv_record(row: Row) -> dict[str, Any]:
         "model": row.model,
         "depth": "" if row.depth is None else row.depth,
         "options": row.options_text,
+        "numerics": row.numerics or "",
         "status": row.status,
         "config_status": row.config_status,
         "n_seeds": len(row.runs),
@@ -143,6 +145,7 @@ def display_columns(rows: Sequence[Row]) -> list[str]:
             "model",
             "depth",
             "options",
+            "numerics",
             "params",
             "seeds",
             "iterations",
@@ -156,6 +159,8 @@ def display_columns(rows: Sequence[Row]) -> list[str]:
             "paper params",
         ]
         if c not in optional or any(cell[c] != "—" for cell in cells)
+        # Numerics shared by all rows are said once above the table (common_setting).
+        if c != "numerics" or len({r.numerics for r in rows}) > 1
     ]
 
 
@@ -179,6 +184,7 @@ def display_cells(row: Row, rows: Sequence[Row] = ()) -> dict[str, str]:
         "model": row.model,
         "depth": "—" if row.depth is None else str(row.depth),
         "options": options or "—",
+        "numerics": row.numerics or "—",
         "params": _params(row.params),
         "seeds": str(len(row.runs)),
         "iterations": _iterations(row),
@@ -194,13 +200,18 @@ def display_cells(row: Row, rows: Sequence[Row] = ()) -> dict[str, str]:
 
 
 def common_setting(rows: Sequence[Row]) -> str:
-    """E.g. "Data: cifar10, augmentation: standard." when all rows share them."""
+    """E.g. "Data: cifar10, augmentation: standard. Numerics: fast (bf16, BN/128)." when all rows share
+    them."""
     parts = []
     if len({r.data for r in rows}) == 1:
         parts.append(f"data: {rows[0].data}")
     if len({r.augment for r in rows}) == 1:
         parts.append(f"augmentation: {rows[0].augment or 'unknown'}")
-    return (", ".join(parts).capitalize() + ".") if parts else ""
+    text = (", ".join(parts).capitalize() + ".") if parts else ""
+    numerics = {r.numerics for r in rows}
+    if len(numerics) == 1 and rows[0].numerics:  # capitalize() above would lower "BN"
+        text = f"{text} Numerics: {rows[0].numerics}.".strip()
+    return text
 
 
 def notes(rows: Sequence[Row], warnings: Sequence[str] = ()) -> list[str]:
@@ -216,6 +227,14 @@ def notes(rows: Sequence[Row], warnings: Sequence[str] = ()) -> list[str]:
         out.append(
             f"{AT_BEST_VAL}: the test error of the weights with the lowest validation error (data.val_size; "
             "saved as best.pt), mean ± std over seeds: model selection without looking at the test set."
+        )
+    if any(r.numerics for r in rows):
+        out.append(
+            "Numerics (from each run's env.json): the arithmetic, and how many images each BatchNorm "
+            "normalized over in training (BN/N). paper = fp32 and 64 images, as on He et al.'s 2 GPUs x 64 "
+            "(numerics=paper); fast = cnnbench's default (bf16 where it measured faster, BatchNorm over the "
+            "whole batch); custom = other trainer.bn_group settings; tf32 = fp32 with TF32 convolutions "
+            "(PyTorch's default on recent GPUs)."
         )
     if any(r.paper for r in rows):
         out.append(
