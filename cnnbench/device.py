@@ -53,13 +53,24 @@ def resolve_precision(name: str, device: torch.device) -> str:
     return name
 
 
-def autocast(device: torch.device, precision: str) -> Callable[[], contextlib.AbstractContextManager]:
-    """A factory of autocast contexts for the forward pass (a no-op for fp32)."""
+def autocast(
+    device: torch.device, precision: str, cache: bool = True
+) -> Callable[[], contextlib.AbstractContextManager]:
+    """A factory of autocast contexts for the forward pass (a no-op for fp32).
+
+    ``cache=False`` for a captured CUDA graph: autocast's cache of low-precision weight copies would be
+    captured once and then replayed stale after every optimizer step (torch.cuda.graph's documentation).
+    """
     if precision == "fp32":
         return contextlib.nullcontext
     dtype = _DTYPES[precision]
+    if not cache:
+        return lambda: torch.autocast(device_type=device.type, dtype=dtype, cache_enabled=False)
     return lambda: torch.autocast(device_type=device.type, dtype=dtype)
 
 
 # On the CPU, compiling costs tens of seconds: only runs this long consider it (cnnbench.fastpath).
 CPU_COMPILE_MIN_ITERS = 10_000
+# On CUDA, compiled candidates are measured only for runs this long; a compile must also repay its
+# measured compilation time over the run (cnnbench.fastpath.choose_variant).
+CUDA_COMPILE_MIN_ITERS = 2_000

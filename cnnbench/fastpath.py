@@ -1,4 +1,4 @@
-"""The fast path chosen by measurement: precision, memory layout and compile for ``auto`` settings.
+"""The fast path chosen by measurement: precision, memory layout, compile, CUDA graphs and fused optimizer.
 
 CPU flags do not say what is fast: a CPU that reports AVX512-BF16 can run bf16 convolutions at half the
 fp32 speed, and another with AMX at seven times. So ``trainer.precision=auto`` and
@@ -7,7 +7,14 @@ of the reference workload, ResNet-20 at batch 128 on 32x32 images, under each ca
 channels-last / NCHW on a CPU; bf16 / fp16 / fp32 x layouts on a GPU). ``trainer.compile=auto`` on a
 CPU is measured too (eager vs compiled, same workload), but only when a run of at least
 ``CPU_COMPILE_MIN_ITERS`` iterations asks: compiling costs tens of seconds, which only a long run
-repays. On CUDA, ``compile=auto`` compiles (a rule, not yet measured on a GPU).
+repays.
+
+On CUDA a second stage times the ways of running the update for the chosen precision and layout
+(``VARIANTS``): eager or compiled, foreach or fused optimizer, with or without the whole update captured
+as a CUDA graph (``engine/graphs.py``); the compiled ones only for runs of at least
+``CUDA_COMPILE_MIN_ITERS`` iterations, and a compiled variant wins only if its measured gain over the
+run repays its measured compilation time. ``trainer.cuda_graphs`` and ``trainer.fused_optimizer``
+follow it. On the CPU both stay off unless asked for: the CPU default stays what it was, bit for bit.
 
 The result is cached per machine (device name, the CPU flags that matter, thread count, torch version)
 in ``$CNNBENCH_CACHE`` (default ``~/.cache/cnnbench``), under a file lock so that parallel jobs probe
@@ -34,7 +41,7 @@ from typing import Any
 import torch
 
 from cnnbench.cpuload import OtherLoad
-from cnnbench.device import CPU_COMPILE_MIN_ITERS, autocast, resolve_precision
+from cnnbench.device import CPU_COMPILE_MIN_ITERS, CUDA_COMPILE_MIN_ITERS, autocast, resolve_precision
 from cnnbench.errors import CnnbenchError
 
 log = logging.getLogger("cnnbench")
@@ -53,6 +60,16 @@ PROBE_BATCH, PROBE_DEPTH = 128, 20
 BUSY_PCT = 50.0
 PROBE_BUDGET_S = 12.0  # seconds the precision/layout probe may take, once per machine
 
+# Compile modes. The CPU's was measured there (docs/performance.md). On CUDA, Inductor's default mode:
+# max-autotune spends minutes autotuning every new graph, which a run of a small net on a fast GPU
+# cannot repay (trainer.compile_mode=max-autotune-no-cudagraphs asks for it; a sweep's shared compile
+# cache, cnnbench/compilecache.py, then pays it once per graph).
+CPU_COMPILE_MODE = "max-autotune-no-cudagraphs"
+CUDA_COMPILE_MODE = "default"
+RECORDED_COMPILE_MODE = "max-autotune-no-cudagraphs"  # what runs recorded before the mode was chosen used
+COMPILE_MODES = ("default", "max-autotune-no-cudagraphs", "reduce-overhead", "max-autotune")
+INDUCTOR_GRAPH_MODES = ("reduce-overhead", "max-autotune")  # Inductor's own CUDA graphs: not with ours
+
 
 @dataclass(frozen=True)
 class FastPath:
@@ -63,6 +80,12 @@ class FastPath:
     compile: bool
     chosen_by: str = "config"  # config | probe | cache | sweep | recorded | rule
     timings_ms: dict[str, float] = field(default_factory=dict)
+    # The update as one captured CUDA graph, and the optimizer's fused implementation (records written
+    # before these existed read as False: what those runs did).
+    cuda_graphs: bool = False
+    fused_optimizer: bool = False
+    compile_mode: str = RECORDED_COMPILE_MODE
+    variant_timings_ms: dict[str, float] = field(default_factory=dict)  # CUDA: the update variants timed
 
     def record(self) -> dict[str, Any]:
         return asdict(self)
@@ -98,6 +121,78 @@ def choose(timings_ms: Mapping[str, float], tolerance: float = TIE_TOLERANCE) ->
 
 def choose_compile(eager_ms: float, compiled_ms: float, min_gain: float = COMPILE_MIN_GAIN) -> bool:
     return compiled_ms < eager_ms * (1 - min_gain)
+
+
+# ----- the ways of running the update on CUDA (pure: unit-tested with faked timings) -----------------
+@dataclass(frozen=True)
+class Variant:
+    compile: bool
+    fused: bool
+    graphs: bool
+
+    @property
+    def name(self) -> str:
+        return f"{'compiled' if self.compile else 'eager'}/{'fused' if self.fused else 'foreach'}" + (
+            "+graphs" if self.graphs else ""
+        )
+
+    @property
+    def simplicity(self) -> tuple[bool, bool, bool]:
+        """Near-ties go to the simplest: no compile (start-up cost), no graph, then the default optimizer."""
+        return self.compile, self.graphs, self.fused
+
+
+VARIANTS = tuple(
+    Variant(c, f, g) for c in (False, True) for f in (False, True) for g in (False, True) if f or not g
+)  # a captured update needs the fused optimizer: foreach reads a tensor lr back every step
+BY_NAME = {v.name: v for v in VARIANTS}
+
+
+def allowed_variants(
+    compile_flag: bool | None,
+    graphs_flag: bool | None,
+    fused_flag: bool | None,
+    *,
+    consider_compile: bool,
+    fused_ok: bool = True,
+    graphs_ok: bool = True,
+) -> list[Variant]:
+    """The variants an ``auto`` setting may pick: explicit settings fix their flag; ``consider_compile``
+    says whether a compiled variant is worth measuring (a long enough run, or compile asked for)."""
+    return [
+        v
+        for v in VARIANTS
+        if (v.compile == compile_flag if compile_flag is not None else (consider_compile or not v.compile))
+        and (v.graphs == graphs_flag if graphs_flag is not None else (graphs_ok or not v.graphs))
+        and (v.fused == fused_flag if fused_flag is not None else (fused_ok or not v.fused))
+    ]
+
+
+def choose_variant(
+    timings_ms: Mapping[str, float],
+    compile_s: float = 0.0,
+    max_iters: int = 0,
+    tolerance: float = TIE_TOLERANCE,
+) -> str:
+    """The variant to run: the fastest whose cost the run repays, or a simpler one within ``tolerance``.
+
+    A compiled variant counts only when its gain over the fastest uncompiled one, over ``max_iters``
+    steps, is at least its compilation time ``compile_s``.
+    """
+    if not timings_ms:
+        raise ValueError("no timings to choose from")
+    uncompiled = [ms for name, ms in timings_ms.items() if not BY_NAME[name].compile]
+    base = min(uncompiled) if uncompiled else None
+
+    def repaid(name: str, ms: float) -> bool:
+        if not BY_NAME[name].compile or base is None:
+            return True
+        return (base - ms) * max_iters / 1e3 >= compile_s
+
+    eligible = {name: ms for name, ms in timings_ms.items() if repaid(name, ms)}
+    fastest = min(eligible.values())
+    near = [name for name, ms in eligible.items() if ms <= fastest * (1 + tolerance)]
+    return min(near, key=lambda name: BY_NAME[name].simplicity)
 
 
 # ----- the machine and its cache --------------------------------------------------------------------
@@ -173,8 +268,22 @@ def _sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def _workload(device: torch.device, precision: str, channels_last: bool, compiled: bool = False):
-    """A fresh ResNet-20 (same seed every time), its SGD, and one resident batch: a timed callable."""
+def _workload(
+    device: torch.device,
+    precision: str,
+    channels_last: bool,
+    compiled: bool = False,
+    *,
+    fused: bool = False,
+    graphs: bool = False,
+    compile_mode: str = CPU_COMPILE_MODE,
+):
+    """A fresh ResNet-20 (same seed every time), its SGD, and one resident batch: a timed callable.
+
+    ``fused``: SGD's fused implementation; ``graphs``: the update captured as a CUDA graph (after its
+    eager warm-up calls), with the lr as a device tensor, as a run with ``trainer.cuda_graphs`` does.
+    """
+    from cnnbench.engine.graphs import GraphedUpdate
     from cnnbench.engine.update import model_step
     from cnnbench.models import build_model
 
@@ -185,11 +294,21 @@ def _workload(device: torch.device, precision: str, channels_last: bool, compile
         model = build_model("resnet", depth=PROBE_DEPTH, num_classes=10).to(device, memory_format=fmt)
     images = torch.randn(PROBE_BATCH, 3, 32, 32, generator=generator).to(device).contiguous(memory_format=fmt)
     labels = torch.randint(0, 10, (PROBE_BATCH,), generator=generator).to(device)
-    optimizer = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9, weight_decay=1e-4)
+    lr: float | torch.Tensor = torch.tensor(0.01, device=device) if graphs else 0.01
+    optimizer = torch.optim.SGD(
+        model.parameters(), lr=lr, momentum=0.9, weight_decay=1e-4, fused=True if fused else None
+    )
     scaler = torch.amp.GradScaler(device.type) if precision == "fp16" else None
-    forward = torch.compile(model, mode="max-autotune-no-cudagraphs") if compiled else model
-    context = autocast(device, precision)
-    return lambda: model_step(forward, optimizer, scaler, context, images, labels)
+    forward = model
+    if compiled:
+        forward = (
+            torch.compile(model) if compile_mode == "default" else torch.compile(model, mode=compile_mode)
+        )
+    context = autocast(device, precision, cache=not graphs)
+    if not graphs:
+        return lambda: model_step(forward, optimizer, scaler, context, images, labels)
+    graphed = GraphedUpdate(lambda x, y: model_step(forward, optimizer, scaler, context, x, y))
+    return lambda: graphed(images, labels)
 
 
 def _time(step: Callable[[], object], device: torch.device, steps: int) -> float:
@@ -251,6 +370,61 @@ def measure_compile(device: torch.device, precision: str, channels_last: bool, s
         "compiled_ms": statistics.median(times["compiled"]),
         "compile_s": compile_s,
     }
+
+
+def measure_variants(
+    device: torch.device,
+    precision: str,
+    channels_last: bool,
+    names: list[str],
+    compile_mode: str = CUDA_COMPILE_MODE,
+    budget_s: float = PROBE_BUDGET_S,
+    steps: int = 5,
+) -> dict[str, Any]:
+    """The fastest ms per update of each variant in ``names`` (interleaved rounds, as ``measure``), and
+    the compilation time of the compiled ones (the longest warm-up: the first compile of the graph).
+
+    Warm-up: enough calls to get past a graph's eager steps and its capture. A variant that fails to
+    build, compile or capture here is left out (and logged), so ``auto`` never picks it.
+    """
+    from cnnbench.engine.graphs import WARMUP_STEPS
+
+    start = time.perf_counter()
+    workloads: dict[str, Callable[[], object]] = {}
+    compile_s = 0.0
+    for name in names:
+        v = BY_NAME[name]
+        try:
+            step = _workload(
+                device,
+                precision,
+                channels_last,
+                v.compile,
+                fused=v.fused,
+                graphs=v.graphs,
+                compile_mode=compile_mode,
+            )
+            began = time.perf_counter()
+            for _ in range(WARMUP_STEPS + 2):
+                step()
+            _sync(device)
+        except Exception as exc:  # a variant this torch/GPU cannot run: not a candidate
+            log.warning("Fast-path variant %s failed here and is left out: %s", name, exc)
+            continue
+        if v.compile:
+            compile_s = max(compile_s, time.perf_counter() - began)
+        workloads[name] = step
+    if not workloads:
+        raise CnnbenchError(f"none of the update variants {names} ran on {device}.")
+    order = list(workloads)
+    estimate = {name: _time(workloads[name], device, 1) for name in order}
+    per_round = steps * sum(estimate.values()) / 1e3
+    rounds = int(min(max((budget_s - (time.perf_counter() - start)) / max(per_round, 1e-9), 1), 5))
+    samples: dict[str, list[float]] = {name: [] for name in order}
+    for r in range(rounds):
+        for name in order[r % len(order) :] + order[: r % len(order)]:
+            samples[name].append(_time(workloads[name], device, steps))
+    return {"timings_ms": {name: min(values) for name, values in samples.items()}, "compile_s": compile_s}
 
 
 def matmul_peak_gflops(device: torch.device, precision: str, size: int = 2048, reps: int = 10) -> float:
@@ -337,6 +511,32 @@ def probe_compile(device: torch.device, precision: str, channels_last: bool) -> 
         return entry
 
 
+def probe_variants(
+    device: torch.device, precision: str, channels_last: bool, names: list[str], compile_mode: str
+) -> dict[str, Any]:
+    """The update variants' timings on this machine (cached beside the probe, per set of variants)."""
+    key = {
+        **machine_key(device),
+        "variants_for": candidate_name(precision, channels_last),
+        "variants": sorted(names),
+        "compile_mode": compile_mode,
+    }
+    path = cache_dir() / CACHE_FILE
+    with locked(path):
+        cache = _read(path)
+        entry = (cache.get("variants") or {}).get(_key_string(key))
+        if entry:
+            return {**entry, "cached": True}
+        log.info("Measuring the fastest way to run the update on this GPU (once; cached in %s)...", path)
+        entry = {
+            **measure_variants(device, precision, channels_last, names, compile_mode),
+            "measured_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        }
+        cache.setdefault("variants", {})[_key_string(key)] = entry
+        _write(path, cache)
+        return {**entry, "cached": False}
+
+
 def _explicit(key: str, value: Any) -> bool | None:
     """``trainer.<key>``: None for ``auto`` (measure), else the boolean given."""
     if value == "auto":
@@ -346,43 +546,128 @@ def _explicit(key: str, value: Any) -> bool | None:
     raise CnnbenchError(f"trainer.{key}={value!r} must be auto, true or false.")
 
 
+def _compile_mode(value: Any, device: torch.device) -> str:
+    """``trainer.compile_mode``: auto -> the device's mode (see CPU_COMPILE_MODE), or a torch.compile mode."""
+    value = str(value)
+    if value == "auto":
+        return CUDA_COMPILE_MODE if device.type == "cuda" else CPU_COMPILE_MODE
+    if value not in COMPILE_MODES:
+        raise CnnbenchError(
+            f"trainer.compile_mode={value!r} is not a torch.compile mode; use auto or one of "
+            f"{', '.join(COMPILE_MODES)}."
+        )
+    return value
+
+
+def _check_graph_settings(
+    device: torch.device,
+    precision: str,
+    graphs: bool | None,
+    fused: bool | None,
+    compile_flag: bool | None,
+    compile_mode: str,
+    *,
+    fused_ok: bool,
+    graphs_ok: bool,
+) -> None:
+    """Explicit settings that cannot run together: one clear error each, before anything is built."""
+    if fused and not fused_ok:
+        raise CnnbenchError(
+            "trainer.fused_optimizer=true but the optimizer has no fused implementation; use "
+            "optimizer=sgd, adam or adamw, or set trainer.fused_optimizer=auto."
+        )
+    if not graphs:
+        return
+    reason = None
+    if device.type != "cuda":
+        reason = "CUDA graphs need a CUDA GPU"
+    elif fused is False:
+        reason = "a captured update needs the fused optimizer (trainer.fused_optimizer=false)"
+    elif precision == "fp16":
+        reason = "fp16's GradScaler checks for infinities on the host"
+    elif not graphs_ok:
+        reason = (
+            "they need one process (no torchrun), an optimizer with a fused implementation (sgd, adam, "
+            "adamw) and a model without stochastic depth (a per-batch coin flip on the host)"
+        )
+    elif compile_flag and compile_mode in INDUCTOR_GRAPH_MODES:
+        reason = f"trainer.compile_mode={compile_mode} already captures Inductor's own CUDA graphs"
+    if reason:
+        raise CnnbenchError(
+            f"trainer.cuda_graphs=true cannot run here: {reason}. Set trainer.cuda_graphs=auto."
+        )
+
+
 def resolve(
     trainer: Mapping[str, Any],
     device: torch.device,
     recorded: Mapping[str, Any] | None = None,
     sweep_record: Path | None = None,
+    *,
+    fused_ok: bool = True,
+    graphs_ok: bool = True,
 ) -> FastPath:
     """The settings for a run: explicit config > the run's record (resume) > the sweep's > the probe.
 
     ``trainer`` is the ``trainer`` config section; ``recorded`` the fast path a resumed run trained with;
     ``sweep_record`` the sweep's ``fastpath.json`` (written by its first job, read by the others).
+    ``fused_ok``: the optimizer has a fused implementation; ``graphs_ok``: the run can be captured (one
+    process, a fused optimizer, no host-side randomness in the model).
     """
     precision = str(trainer.get("precision", "auto"))
     resolve_precision(precision, device)  # names and device support, one clear error
     layout = _explicit("channels_last", trainer.get("channels_last", "auto"))
     compile_flag = _explicit("compile", trainer.get("compile", "auto"))
+    graphs_flag = _explicit("cuda_graphs", trainer.get("cuda_graphs", "auto"))
+    fused_flag = _explicit("fused_optimizer", trainer.get("fused_optimizer", "auto"))
+    mode = _compile_mode(trainer.get("compile_mode", "auto"), device)
     max_iters = int(trainer.get("max_iters", 0))
-    explicit = precision != "auto" and layout is not None and compile_flag is not None
+    _check_graph_settings(
+        device, precision, graphs_flag, fused_flag, compile_flag, mode, fused_ok=fused_ok, graphs_ok=graphs_ok
+    )
+    cuda = device.type == "cuda"
+    graphs_ok = graphs_ok and cuda and (mode not in INDUCTOR_GRAPH_MODES or compile_flag is False)
+    if not cuda:
+        # The CPU default stays what it was: no graphs, the optimizer's own (foreach) implementation.
+        graphs_flag = False
+        fused_flag = False if fused_flag is None else fused_flag
     if recorded:
-        return FastPath(
-            precision=precision if precision != "auto" else str(recorded["precision"]),
-            channels_last=layout if layout is not None else bool(recorded["channels_last"]),
-            compile=compile_flag if compile_flag is not None else bool(recorded["compile"]),
-            chosen_by="recorded",
+        return _from_record(
+            recorded,
+            precision,
+            layout,
+            compile_flag,
+            graphs_flag,
+            fused_flag,
+            trainer,
+            device,
+            fused_ok=fused_ok,
+            graphs_ok=graphs_ok,
         )
-    if explicit:
-        return FastPath(precision, layout, compile_flag, chosen_by="config")
+    fixed = None not in (layout, compile_flag, graphs_flag, fused_flag)
+    if precision != "auto" and fixed:
+        return FastPath(
+            precision,
+            layout,
+            compile_flag,
+            chosen_by="config",
+            cuda_graphs=graphs_flag,
+            fused_optimizer=fused_flag,
+            compile_mode=mode,
+        )
     if sweep_record is not None:
         with locked(sweep_record):
             shared = _read(sweep_record)
             if not shared:
-                shared = resolve(trainer, device).record()
+                shared = resolve(trainer, device, fused_ok=fused_ok, graphs_ok=graphs_ok).record()
                 _write(sweep_record, shared)
-        return replace(resolve(trainer, device, recorded=shared), chosen_by="sweep")
+        chosen = resolve(trainer, device, recorded=shared, fused_ok=fused_ok, graphs_ok=graphs_ok)
+        return replace(chosen, chosen_by="sweep")
 
     result = probe(device)
     best_precision, best_layout = parse_candidate(result["choice"])
-    if precision == "auto" and layout is None:
+    no_fp16 = graphs_flag is True  # a captured update cannot use fp16's GradScaler
+    if precision == "auto" and layout is None and not (no_fp16 and best_precision == "fp16"):
         chosen_precision, chosen_layout = best_precision, best_layout
     else:  # one of them is fixed: the fastest measured candidate with it
         timings = {
@@ -390,20 +675,112 @@ def resolve(
             for name, ms in result["timings_ms"].items()
             if (precision == "auto" or parse_candidate(name)[0] == precision)
             and (layout is None or parse_candidate(name)[1] == layout)
+            and not (no_fp16 and parse_candidate(name)[0] == "fp16")
         }
-        fallback = (precision, True if layout is None else layout)
+        fallback = (precision if precision != "auto" else "fp32", True if layout is None else layout)
         chosen_precision, chosen_layout = parse_candidate(choose(timings)) if timings else fallback
-    if compile_flag is None:
-        if device.type == "cuda":
-            compile_flag = True  # the rule on GPUs (see the module docstring)
-        elif max_iters >= CPU_COMPILE_MIN_ITERS:
-            compile_flag = bool(probe_compile(device, chosen_precision, chosen_layout)["compile"])
-        else:
-            compile_flag = False  # a short run never repays the compilation
+    variant_timings: dict[str, float] = {}
+    if cuda:
+        variant, variant_timings = _cuda_variant(
+            device,
+            chosen_precision,
+            chosen_layout,
+            compile_flag,
+            graphs_flag,
+            fused_flag,
+            mode,
+            max_iters,
+            fused_ok=fused_ok,
+            graphs_ok=graphs_ok and chosen_precision != "fp16",
+        )
+        compile_flag, graphs, fused = variant.compile, variant.graphs, variant.fused
+    else:
+        graphs, fused = False, bool(fused_flag)
+        if compile_flag is None:
+            if max_iters >= CPU_COMPILE_MIN_ITERS:
+                compile_flag = bool(probe_compile(device, chosen_precision, chosen_layout)["compile"])
+            else:
+                compile_flag = False  # a short run never repays the compilation
     return FastPath(
         precision=chosen_precision,
         channels_last=chosen_layout,
         compile=compile_flag,
         chosen_by="cache" if result.get("cached") else "probe",
         timings_ms=dict(result["timings_ms"]),
+        cuda_graphs=graphs,
+        fused_optimizer=fused,
+        compile_mode=mode,
+        variant_timings_ms=variant_timings,
+    )
+
+
+def _cuda_variant(
+    device: torch.device,
+    precision: str,
+    channels_last: bool,
+    compile_flag: bool | None,
+    graphs_flag: bool | None,
+    fused_flag: bool | None,
+    compile_mode: str,
+    max_iters: int,
+    *,
+    fused_ok: bool,
+    graphs_ok: bool,
+) -> tuple[Variant, dict[str, float]]:
+    """How to run the update on CUDA: measured among the variants the settings allow (one: no probe)."""
+    consider_compile = compile_flag is True or max_iters >= CUDA_COMPILE_MIN_ITERS
+    allowed = allowed_variants(
+        compile_flag,
+        graphs_flag,
+        fused_flag,
+        consider_compile=consider_compile,
+        fused_ok=fused_ok,
+        graphs_ok=graphs_ok,
+    )
+    if len(allowed) == 1:
+        return allowed[0], {}
+    result = probe_variants(device, precision, channels_last, [v.name for v in allowed], compile_mode)
+    timings = dict(result["timings_ms"])
+    return BY_NAME[choose_variant(timings, float(result.get("compile_s", 0.0)), max_iters)], timings
+
+
+def _from_record(
+    recorded: Mapping[str, Any],
+    precision: str,
+    layout: bool | None,
+    compile_flag: bool | None,
+    graphs_flag: bool | None,
+    fused_flag: bool | None,
+    trainer: Mapping[str, Any],
+    device: torch.device,
+    *,
+    fused_ok: bool,
+    graphs_ok: bool,
+) -> FastPath:
+    """A resume (or a sweep's later job): the recorded choice, with explicit settings winning.
+
+    A recorded graph or fused optimizer is kept only where it can run (a GPU run continued on a CPU
+    trains eagerly); records from before these settings existed read as off, as those runs trained.
+    """
+    chosen_precision = precision if precision != "auto" else str(recorded["precision"])
+    graphs = (
+        graphs_flag if graphs_flag is not None else bool(recorded.get("cuda_graphs", False)) and graphs_ok
+    )
+    fused = (
+        fused_flag if fused_flag is not None else bool(recorded.get("fused_optimizer", False)) and fused_ok
+    )
+    # A captured update needs the fused optimizer (an explicit false turns a recorded graph off) and no
+    # fp16 GradScaler.
+    graphs = graphs and fused_flag is not False and chosen_precision != "fp16"
+    fused = fused or graphs
+    explicit_mode = str(trainer.get("compile_mode", "auto")) != "auto"
+    mode = _compile_mode(trainer["compile_mode"], device) if explicit_mode else None
+    return FastPath(
+        precision=chosen_precision,
+        channels_last=layout if layout is not None else bool(recorded["channels_last"]),
+        compile=compile_flag if compile_flag is not None else bool(recorded["compile"]),
+        chosen_by="recorded",
+        cuda_graphs=graphs,
+        fused_optimizer=fused,
+        compile_mode=mode or str(recorded.get("compile_mode", RECORDED_COMPILE_MODE)),
     )

@@ -75,7 +75,93 @@ def param_groups(model: torch.nn.Module, no_decay_bn_bias: bool) -> Iterable:
     ]
 
 
-def build_optimizer(model: torch.nn.Module, cfg: Mapping) -> torch.optim.Optimizer:
-    """``cfg._target_(params, **kwargs)``: e.g. the paper's SGD (lr 0.1, momentum 0.9, weight decay 1e-4)."""
+def supports_fused(cfg: Mapping) -> bool:
+    """Whether the optimizer class takes ``fused=True`` (SGD, Adam, AdamW, ... in recent torch)."""
+    return "fused" in inspect.signature(optimizer_class(cfg).__init__).parameters
+
+
+def build_optimizer(
+    model: torch.nn.Module, cfg: Mapping, fused: bool = False, lr_tensor: bool = False
+) -> torch.optim.Optimizer:
+    """``cfg._target_(params, **kwargs)``: e.g. the paper's SGD (lr 0.1, momentum 0.9, weight decay 1e-4).
+
+    ``fused``: the class's fused implementation (one kernel for all parameters) instead of its default
+    (foreach). ``lr_tensor``: the learning rate as one fp32 tensor on the parameters' device, shared by
+    every group and written in place by ``set_lr`` (a captured CUDA graph reads it; a float would be
+    frozen into the graph). Without either, the optimizer is exactly the one the config names.
+    """
     groups = param_groups(model, bool(cfg.get("no_decay_bn_bias", False)))
-    return optimizer_class(cfg)(groups, **optimizer_kwargs(cfg))
+    kwargs = optimizer_kwargs(cfg)
+    if fused:
+        if not supports_fused(cfg):
+            raise CnnbenchError(
+                f"trainer.fused_optimizer=true but {cfg.get('_target_')} has no fused implementation; "
+                f"set trainer.fused_optimizer=auto (or false), or use optimizer=sgd / adam / adamw."
+            )
+        kwargs["fused"] = True
+        if kwargs.get("foreach"):
+            kwargs["foreach"] = None  # torch refuses fused and foreach together
+    if lr_tensor:
+        if not fused:
+            raise ValueError("a tensor lr needs the fused implementation (foreach reads it back per step)")
+        device = next(model.parameters()).device
+        kwargs["lr"] = torch.tensor(float(kwargs.get("lr", 1e-3)), dtype=torch.float32, device=device)
+    optimizer = optimizer_class(cfg)(groups, **kwargs)
+    _keep_implementation(optimizer)
+    return optimizer
+
+
+def set_lr(optimizer: torch.optim.Optimizer, value: float) -> None:
+    """Every group's learning rate to ``value``: a float assigned, or the lr tensor filled in place.
+
+    ``fill_`` with a Python number is one tiny kernel with the value as its argument: no host sync, and a
+    captured graph that reads the tensor sees the new value at its next replay.
+    """
+    done: set[int] = set()
+    for group in optimizer.param_groups:
+        lr = group["lr"]
+        if not isinstance(lr, torch.Tensor):
+            group["lr"] = value
+        elif id(lr) not in done:
+            lr.fill_(value)
+            done.add(id(lr))
+
+
+# The keys of a param group that say how this run's optimizer computes, not what: kept on load.
+IMPLEMENTATION_KEYS = ("fused", "foreach")
+
+
+def _keep_implementation(optimizer: torch.optim.Optimizer) -> None:
+    """Checkpoints hold a float lr, and a loaded state keeps this run's implementation and lr tensor.
+
+    ``load_state_dict`` replaces each param group with the saved one, which would bring back the saved
+    ``fused``/``foreach`` flags and a float (or host tensor) lr. So: saving writes the lr as a float (the
+    format of every checkpoint before tensor lrs: old and new ones load both ways), and loading puts this
+    run's flags and lr tensor back, the tensor filled with the loaded value.
+    """
+    built = [{k: g.get(k) for k in IMPLEMENTATION_KEYS} for g in optimizer.param_groups]
+    tensors = [g["lr"] if isinstance(g["lr"], torch.Tensor) else None for g in optimizer.param_groups]
+
+    def as_floats(_optimizer: torch.optim.Optimizer, state: dict[str, Any]) -> dict[str, Any]:
+        for group in state["param_groups"]:
+            if isinstance(group.get("lr"), torch.Tensor):
+                group["lr"] = float(group["lr"].item())  # a copy of the group: the live one is untouched
+        return state
+
+    def restore(_optimizer: torch.optim.Optimizer) -> None:
+        for group, flags, tensor in zip(_optimizer.param_groups, built, tensors, strict=True):
+            group.update(flags)
+            if tensor is not None:
+                tensor.fill_(float(group["lr"]))
+                group["lr"] = tensor
+            # Adam's step counter lives on the parameter's device for fused/capturable steps, on the CPU
+            # otherwise; torch placed it by the saved flags: place it by this run's.
+            on_device = bool(group.get("fused") or group.get("capturable"))
+            for param in group["params"]:
+                step = _optimizer.state.get(param, {}).get("step")
+                want = param.device if on_device else torch.device("cpu")
+                if isinstance(step, torch.Tensor) and step.device != want:
+                    _optimizer.state[param]["step"] = step.to(want)
+
+    optimizer.register_state_dict_post_hook(as_floats)
+    optimizer.register_load_state_dict_post_hook(restore)

@@ -17,6 +17,7 @@ from typing import Any
 import torch
 from omegaconf import DictConfig, OmegaConf
 
+from cnnbench.compilecache import SWEEP_CACHE_DIR, use_shared_cache
 from cnnbench.data import load_dataset
 from cnnbench.data.augment import BatchAugment, normalization_stats
 from cnnbench.data.loader import DeviceBatches
@@ -27,13 +28,13 @@ from cnnbench.errors import CnnbenchError
 from cnnbench.fastpath import FastPath, resolve
 from cnnbench.gpus import job_device
 from cnnbench.models import build_model
-from cnnbench.optim import build_optimizer
+from cnnbench.models.ghostbn import use_ghost_bn
+from cnnbench.numerics import set_tf32
+from cnnbench.optim import build_optimizer, supports_fused
 from cnnbench.rng import seed_everything
-from cnnbench.schedule import make_lr_schedule
+from cnnbench.schedule import LrSchedule
 
 log = logging.getLogger("cnnbench")
-
-COMPILE_MODE = "max-autotune-no-cudagraphs"
 
 
 def model_options_of(cfg: DictConfig) -> dict[str, Any]:
@@ -72,7 +73,7 @@ class Parts:
     train_forward: torch.nn.Module  # compiled and/or DDP-wrapped model used by the training step
     eval_forward: torch.nn.Module  # compiled bare model used by evaluation (rank 0 only)
     optimizer: torch.optim.Optimizer
-    lr_at: Callable[[int], float]
+    lr_at: LrSchedule  # lr_at(iteration) -> float; holds the warm-up rule (schedule.warmup_until_error)
     scaler: torch.amp.GradScaler | None
     batches: DeviceBatches
     augment: BatchAugment
@@ -88,6 +89,11 @@ class Parts:
     def batch_size(self) -> int:
         """The global batch (over all ranks)."""
         return int(self.cfg.trainer.batch_size)
+
+    @property
+    def cuda_graphs(self) -> bool:
+        """Whether the model update runs as a captured CUDA graph (``engine/graphs.py``)."""
+        return self.fast_path.cuda_graphs
 
     @contextlib.contextmanager
     def compile_fallback(self) -> Iterator[None]:
@@ -124,6 +130,8 @@ def _build_model(cfg: DictConfig, num_classes: int, dist: DistContext, device: t
     model = build_model(
         cfg.model.name, depth=int(cfg.depth), num_classes=num_classes, **model_options_of(cfg)
     )
+    if cfg.trainer.get("bn_group"):  # the paper's BatchNorm over 64 images per GPU (models/ghostbn.py)
+        model = use_ghost_bn(model, int(cfg.trainer.bn_group))
     if dist.enabled and cfg.trainer.sync_bn:
         if device.type != "cuda":
             raise CnnbenchError(
@@ -143,11 +151,17 @@ def resolve_fast_path(
 ) -> FastPath:
     """``cnnbench.fastpath.resolve`` on rank 0, shared with the other ranks (one choice per run)."""
     trainer = OmegaConf.to_container(cfg.trainer, resolve=True)
+    # Fused needs an optimizer class with a fused implementation; a CUDA graph also one process (DDP's
+    # all-reduce hooks would need their own warm-up and capture rules) and a model whose forward makes no
+    # host-side choice (stochastic depth flips a coin per batch on the host: a graph would freeze it).
+    fused_ok = supports_fused(cfg.optimizer)
+    host_random = float(model_options_of(cfg).get("stochastic_depth", 1.0) or 1.0) < 1.0
+    options = {"fused_ok": fused_ok, "graphs_ok": fused_ok and not dist.enabled and not host_random}
     if not dist.enabled:
-        return resolve(trainer, device, recorded=recorded, sweep_record=sweep_record)
+        return resolve(trainer, device, recorded=recorded, sweep_record=sweep_record, **options)
     import torch.distributed as torch_dist
 
-    shared = [resolve(trainer, device, recorded, sweep_record).record() if dist.is_main else None]
+    shared = [resolve(trainer, device, recorded, sweep_record, **options).record() if dist.is_main else None]
     torch_dist.broadcast_object_list(shared, src=0)
     return FastPath(**shared[0])
 
@@ -168,20 +182,30 @@ def build_parts(
     if dist.enabled and device.type == "cuda":
         device = torch.device("cuda", dist.local_rank)
     init(dist)
+    if sweep_record is not None:
+        # One compile cache for the sweep's jobs (joblib workers, SLURM nodes sharing the folder), set
+        # before anything compiles: the probe, the model, the evaluation.
+        use_shared_cache(sweep_record.parent / SWEEP_CACHE_DIR)
+    # The data first (it draws from no global generator): a bad data setting or a missing download is
+    # reported before the fast-path probe spends its seconds.
+    data = load_device_data(cfg, device)
     fast_path = resolve_fast_path(cfg, device, dist, recorded, sweep_record)
     precision = fast_path.precision
     seed = int(cfg.seed)
     seed_everything(seed)
     if device.type == "cuda":
         torch.backends.cudnn.benchmark = True
+    set_tf32(t.get("tf32"))  # trainer.tf32=false: true fp32 convolutions (numerics=paper)
 
-    data = load_device_data(cfg, device)
     memory_format = fast_path.memory_format
     model = _build_model(cfg, data.num_classes, dist, device).to(device, memory_format=memory_format)
     compiled = fast_path.compile
 
     def maybe_compile(module: torch.nn.Module) -> torch.nn.Module:
-        return torch.compile(module, mode=COMPILE_MODE) if compiled else module
+        if not compiled:
+            return module
+        mode = fast_path.compile_mode
+        return torch.compile(module) if mode == "default" else torch.compile(module, mode=mode)
 
     train_model: torch.nn.Module = model
     if dist.enabled:
@@ -193,8 +217,12 @@ def build_parts(
     # the bare model: only rank 0 evaluates, and DDP's forward would wait for the others.
     train_forward, eval_forward = maybe_compile(train_model), maybe_compile(model)
 
-    optimizer = build_optimizer(model, cfg.optimizer)
-    lr_at = make_lr_schedule(cfg.schedule, float(cfg.optimizer.lr), int(t.max_iters))
+    # A captured update reads the lr from a device tensor (the schedule fills it in place); otherwise the
+    # lr stays a float per group, as it always was.
+    optimizer = build_optimizer(
+        model, cfg.optimizer, fused=fast_path.fused_optimizer, lr_tensor=fast_path.cuda_graphs
+    )
+    lr_at = LrSchedule(cfg.schedule, float(cfg.optimizer.lr), int(t.max_iters))
     scaler = torch.amp.GradScaler(device.type) if precision == "fp16" else None
 
     batches = DeviceBatches(
@@ -233,9 +261,11 @@ def _ema(model: torch.nn.Module, decay: float) -> torch.optim.swa_utils.Averaged
     """An exponential moving average of the weights and BatchNorm buffers (torch's AveragedModel)."""
     if decay <= 0:
         return None
-    from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
+    from torch.optim.swa_utils import get_ema_multi_avg_fn
 
-    return AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(decay), use_buffers=True)
+    from cnnbench.engine.ema import SyncFreeAveragedModel
+
+    return SyncFreeAveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(decay), use_buffers=True)
 
 
 def augment_seed(seed: int, rank: int, iteration: int = 0) -> int:

@@ -15,6 +15,8 @@ from omegaconf import DictConfig, OmegaConf
 from cnnbench.engine.continuation import close_attempt, open_attempt
 from cnnbench.engine.parts import Parts, model_options_of
 from cnnbench.engine.state import RunState
+from cnnbench.gpus import sharing_record
+from cnnbench.numerics import bn_images, describe, tf32_active
 from cnnbench.progress import Progress
 from cnnbench.runfiles import ENV_NAME, METRICS_NAME, environment, read_metrics, write_json_atomic
 from cnnbench.tb import TensorBoardLog
@@ -23,6 +25,14 @@ log = logging.getLogger("cnnbench")
 
 # metrics.json keys present (possibly null) from the first write on (docs/design-sketch.md).
 RESULT_KEYS = ("train_error", "train_loss", "test_error", "test_loss")
+
+
+def numerics_of(parts: Parts) -> dict[str, Any]:
+    """The numerics a run trains with (env.json, HParams, the report): e.g. ``paper (fp32, BN/64)``."""
+    t = parts.cfg.trainer
+    images = bn_images(int(t.batch_size), parts.dist.world_size, t.get("bn_group"), bool(t.get("sync_bn")))
+    tf32 = tf32_active(parts.device.type, parts.precision)
+    return describe(parts.precision, images, tf32=tf32, bn_group=t.get("bn_group"))
 
 
 def hparams_of(cfg: DictConfig, params: int, precision: str, synthetic: bool) -> dict[str, Any]:
@@ -49,6 +59,7 @@ def hparams_of(cfg: DictConfig, params: int, precision: str, synthetic: bool) ->
             "momentum": float(cfg.optimizer.get("momentum", 0.0)),
             "schedule": cfg.schedule.name,
             "warmup_iters": int(cfg.schedule.get("warmup_iters", 0)),
+            "warmup_until_error": float(cfg.schedule.get("warmup_until_error") or 0.0),  # 0: fixed warm-up
             "nesterov": bool(cfg.optimizer.get("nesterov", False)),
             "no_decay_bn_bias": bool(cfg.optimizer.get("no_decay_bn_bias", False)),
             "label_smoothing": float(cfg.trainer.get("label_smoothing", 0.0) or 0.0),
@@ -76,7 +87,10 @@ class RunRecords:
         )
         # A continuation purges the TensorBoard points logged after the checkpoint (no duplicate steps).
         self.tb = TensorBoardLog(
-            self.run_dir, resume_from=state.iteration if continued else None, enabled=self.enabled
+            self.run_dir,
+            resume_from=state.iteration if continued else None,
+            enabled=self.enabled,
+            model=cfg.model.name,  # its Figure 6 family tags (cnnbench/tb.py)
         )
         self.progress: Progress | None = None
 
@@ -87,12 +101,17 @@ class RunRecords:
             env = environment(p.device, p.precision, p.compiled, p.data.synthetic)
             env["world_size"] = p.dist.world_size
             env["fast_path"] = p.fast_path.record()
+            env["numerics"] = numerics = numerics_of(p)
+            env["gpu_sharing"] = sharing_record()  # k jobs per GPU, MPS (cnnbench/gpus.py); null alone
             write_json_atomic(self.run_dir / ENV_NAME, env)
             hparams = hparams_of(cfg, p.params, p.precision, p.data.synthetic)
-            hparams.update(channels_last=p.fast_path.channels_last, compile=p.fast_path.compile)
+            fp = p.fast_path
+            hparams.update(channels_last=fp.channels_last, compile=fp.compile)
+            hparams.update(cuda_graphs=fp.cuda_graphs, fused_optimizer=fp.fused_optimizer)
+            hparams.update(numerics=numerics["name"], bn_images=numerics["bn_images"], tf32=numerics["tf32"])
             self.tb.start(hparams)
         log.info(
-            "%s: %s parameters, %s, %s%s, %d iterations of batch %d -> %s",
+            "%s: %s parameters, %s, %s%s, %d iterations of batch %d, numerics %s -> %s",
             self.label,
             f"{p.params:,}",
             p.device,
@@ -100,6 +119,7 @@ class RunRecords:
             ", compiled" if p.compiled else "",
             self.max_iters,
             p.batch_size,
+            numerics_of(p)["label"],
             self.run_dir,
         )
         # One attempt per start: a continuation reads the history from metrics.json, which also holds
@@ -147,6 +167,7 @@ class RunRecords:
             best_iteration=state.best_iteration,
             elapsed_seconds=round(state.elapsed, 2),
             **state.selection(),
+            **p.lr_at.record(),  # the warm-up rule: where it ended (schedule.warmup_until_error)
             **extra,
         )
         for key in RESULT_KEYS:

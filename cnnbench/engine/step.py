@@ -2,7 +2,11 @@
 
 ``TrainStep`` is what `cnnbench train` runs and what `cnnbench bench` times, the same object. It keeps
 the loss and error of the current logging window in device tensors, read only at sync points (logging,
-evaluation, checkpoints), so an iteration never waits for the device.
+evaluation, checkpoints), so an iteration never waits for the device: nothing in ``__call__`` reads a
+tensor back to the host (no ``.item()``, no ``bool(tensor)``, no data-dependent shapes;
+``tests/test_fastpath.py`` counts them on the CPU, ``tests/test_cuda_fastpath.py`` asks CUDA's sync
+debug mode). With ``trainer.cuda_graphs`` the model update is one captured CUDA graph
+(``engine/graphs.py``).
 """
 
 from __future__ import annotations
@@ -15,11 +19,14 @@ import torch
 import torch.nn.functional as F
 
 from cnnbench.data.mixing import dominant_targets, mixed_cross_entropy
+from cnnbench.device import autocast
 from cnnbench.distributed import all_reduce
 from cnnbench.engine.gradflow import GradFlow
+from cnnbench.engine.graphs import GraphedUpdate
 from cnnbench.engine.parts import Parts
 from cnnbench.engine.update import model_step
 from cnnbench.errors import CnnbenchError
+from cnnbench.optim import set_lr
 
 
 class RunDiverged(CnnbenchError):
@@ -39,6 +46,9 @@ class TrainStep:
         self.first_bad_iter = torch.full((), -1, dtype=torch.long, device=device)
         # Gradient/weight norms every trainer.log_grad_every steps (0 or absent: off).
         self.gradflow = GradFlow(parts.model, int(parts.cfg.trainer.get("log_grad_every") or 0))
+        # trainer.cuda_graphs: one captured update per kind of loss ("plain", "mixed"), made at first use.
+        self.graphs: dict[str, GraphedUpdate] = {}
+        self._graph_autocast = autocast(device, parts.precision, cache=False)
 
     def update(
         self, images: torch.Tensor, labels: torch.Tensor, loss_fn: Callable | None = None
@@ -49,24 +59,22 @@ class TrainStep:
         loss is ``loss_fn(logits)`` or the cross-entropy with ``labels`` (with the run's label smoothing).
         """
         p = self.parts
-        if loss_fn is None and p.label_smoothing:
-            loss_fn = functools.partial(F.cross_entropy, target=labels, label_smoothing=p.label_smoothing)
-        result = model_step(p.train_forward, p.optimizer, p.scaler, p.autocast, images, labels, loss_fn)
+        if p.cuda_graphs and loss_fn is None:
+            result = self._graphed("plain", self._plain_update)(images, labels)
+        else:
+            if loss_fn is None and p.label_smoothing:
+                loss_fn = functools.partial(F.cross_entropy, target=labels, label_smoothing=p.label_smoothing)
+            result = model_step(p.train_forward, p.optimizer, p.scaler, p.autocast, images, labels, loss_fn)
         if p.ema is not None:
             p.ema.update_parameters(p.model)
         return result
 
-    def __call__(self, iteration: int) -> None:
-        """Train iteration ``iteration`` (0-based)."""
+    def update_mixed(
+        self, images: torch.Tensor, labels_a: torch.Tensor, labels_b: torch.Tensor, lam: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """The update on a mixed batch: the loss mixes the two labels' losses with weight ``lam``."""
         p = self.parts
-        for group in p.optimizer.param_groups:
-            group["lr"] = p.lr_at(iteration)
-        images, labels = p.batches.next()
-        x = p.augment(images)
-        if p.mix.enabled:
-            # Mixed batches: the loss mixes the two labels' losses; the training error counts against
-            # the label with the larger share (docs/design.md), all on the device.
-            x, labels_a, labels_b, lam = p.mix(x, labels)
+        if not p.cuda_graphs:
             loss_fn = functools.partial(
                 mixed_cross_entropy,
                 targets_a=labels_a,
@@ -74,7 +82,54 @@ class TrainStep:
                 lam=lam,
                 label_smoothing=p.label_smoothing,
             )
-            loss, logits = self.update(x, labels, loss_fn)
+            return self.update(images, labels_a, loss_fn)
+        result = self._graphed("mixed", self._mixed_update)(images, labels_a, labels_b, lam)
+        if p.ema is not None:
+            p.ema.update_parameters(p.model)
+        return result
+
+    # The updates a CUDA graph captures: the same model_step and losses as the eager path.
+    def _graphed(self, kind: str, update: Callable) -> GraphedUpdate:
+        if kind not in self.graphs:
+            self.graphs[kind] = GraphedUpdate(update)
+        return self.graphs[kind]
+
+    def _plain_update(self, images: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        p = self.parts
+        loss_fn = None
+        if p.label_smoothing:
+            loss_fn = functools.partial(F.cross_entropy, target=labels, label_smoothing=p.label_smoothing)
+        return model_step(
+            p.train_forward, p.optimizer, p.scaler, self._graph_autocast, images, labels, loss_fn
+        )
+
+    def _mixed_update(
+        self, images: torch.Tensor, labels_a: torch.Tensor, labels_b: torch.Tensor, lam: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        p = self.parts
+        loss_fn = functools.partial(
+            mixed_cross_entropy,
+            targets_a=labels_a,
+            targets_b=labels_b,
+            lam=lam,
+            label_smoothing=p.label_smoothing,
+        )
+        return model_step(
+            p.train_forward, p.optimizer, p.scaler, self._graph_autocast, images, labels_a, loss_fn
+        )
+
+    def __call__(self, iteration: int) -> None:
+        """Train iteration ``iteration`` (0-based)."""
+        p = self.parts
+        # A float per group, or the lr tensor a captured graph reads, filled in place (no host sync).
+        set_lr(p.optimizer, p.lr_at(iteration))
+        images, labels = p.batches.next()
+        x = p.augment(images)
+        if p.mix.enabled:
+            # Mixed batches: the loss mixes the two labels' losses; the training error counts against
+            # the label with the larger share (docs/design.md), all on the device.
+            x, labels_a, labels_b, lam = p.mix(x, labels)
+            loss, logits = self.update_mixed(x, labels_a, labels_b, lam)
             labels = dominant_targets(labels_a, labels_b, lam)
         else:
             loss, logits = self.update(x, labels)
