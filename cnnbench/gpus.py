@@ -1,30 +1,45 @@
-"""One GPU per job when a sweep runs several jobs at once on a machine with several GPUs.
+"""GPUs for the jobs of a sweep that runs several jobs at once on one machine: k jobs per GPU.
 
 Hydra's joblib launcher (``hydra/launcher=joblib hydra.launcher.n_jobs=4``) runs a sweep's jobs in
 worker processes of one machine; left alone, every job would train on ``cuda:0``. Inside such a job,
 ``job_device(cfg.trainer.device)`` turns ``auto``/``cuda`` into ``cuda:<k>``:
 
-* ``k`` is a GPU that no other cnnbench job on this machine holds, found by taking an exclusive
-  ``flock`` on ``<lock dir>/gpu-<id>.lock``, trying ``job_num % n_gpus`` first, then the next ones.
-  The lock lives as long as the job's process (or until the next job of the same worker process),
-  so with ``n_jobs <= n_gpus`` concurrent jobs never share a GPU, whatever order jobs finish in.
-* When every GPU is taken (more jobs at once than GPUs) or locks are unavailable, ``job_num % n_gpus``:
-  jobs share GPUs round-robin.
+* ``k`` is a GPU with a free *slot*: an exclusive ``flock`` on ``<lock dir>/gpu-<id>.lock`` (slot 0) or
+  ``gpu-<id>-<s>.lock`` (slot s >= 1), trying ``job_num % n_gpus`` first, then the next ones. Every GPU's
+  slot 0 is tried before any slot 1, so the jobs spread evenly: with ``slots`` jobs per GPU, at most
+  ``slots`` run on each. ``slots`` is ``ceil(hydra.launcher.n_jobs / n_gpus)`` (1 for launchers that
+  run one job at a time). A lock lives as long as the job's process (or until the next job of the same
+  worker process), whatever order jobs finish in.
+* When every slot is taken (more jobs at once than ``slots x n_gpus``) or locks are unavailable,
+  ``job_num % n_gpus``: jobs share GPUs round-robin, with a warning.
+
+``hydra/launcher=gpus`` (conf/hydra/launcher/gpus.yaml) is the joblib launcher with ``n_jobs`` = k x the
+visible GPUs (``${cnnbench.sweep_jobs:...}``), k from ``CNNBENCH_JOBS_PER_GPU``: a number, or ``auto``
+(the default) = what ``benchmarks/gpu_check.sh`` measured fastest on this GPU model (cached in
+``$CNNBENCH_CACHE/jobs_per_gpu.json``), else 1. The nets are small (0.27-1.7 M parameters), so one job
+leaves a large GPU mostly idle; several processes fill it. NVIDIA MPS (``nvidia-cuda-mps-control -d``,
+the user's choice) lets those processes' kernels run at the same time instead of time-sliced; a job
+records whether the MPS daemon was running (``env.json`` ``gpu_sharing``).
 
 Nothing changes (the requested device is returned as is) outside a Hydra multirun job, for an
 explicit device (``cpu``, ``cuda:1``), with fewer than two visible GPUs (no GPU, or a launcher such as
-submitit/SLURM gave the job one GPU through ``CUDA_VISIBLE_DEVICES``), and under torchrun (each rank
-uses its ``LOCAL_RANK``).
+submitit/SLURM gave the job one GPU through ``CUDA_VISIBLE_DEVICES``; the jobs of a one-GPU machine
+all share ``cuda:0`` anyway), and under torchrun (each rank uses its ``LOCAL_RANK``).
 """
 
 from __future__ import annotations
 
+import json
 import logging
+import math
 import os
 import re
+import shutil
+import subprocess
 import tempfile
+from datetime import datetime, timezone
 from pathlib import Path
-from typing import IO
+from typing import IO, Any
 
 try:
     import fcntl
@@ -36,7 +51,15 @@ log = logging.getLogger("cnnbench")
 # Where the per-GPU lock files live (default: <tmp>/cnnbench-gpus-<user id>, local to the machine).
 LOCK_DIR_ENV = "CNNBENCH_GPU_LOCK_DIR"
 
-_held: IO[str] | None = None  # the lock file of the GPU this process's current job holds
+# k in `hydra/launcher=gpus`: a number of jobs per GPU, or auto (measured by the GPU check, else 1).
+JOBS_PER_GPU_ENV = "CNNBENCH_JOBS_PER_GPU"
+SWEEP_JOBS_RESOLVER = "cnnbench.sweep_jobs"  # hydra.launcher.n_jobs of conf/hydra/launcher/gpus.yaml
+JOBS_CACHE_FILE = "jobs_per_gpu.json"  # in cnnbench.fastpath.cache_dir(), written by the GPU check
+MECHANISMS = ("processes", "mps")  # how k jobs share a GPU: plain processes, or processes under MPS
+MPS_PIPE_ENV, MPS_DEFAULT_PIPE = "CUDA_MPS_PIPE_DIRECTORY", "/tmp/nvidia-mps"
+
+_held: IO[str] | None = None  # the lock file of the GPU slot this process's current job holds
+_sharing: dict[str, Any] | None = None  # how this process's current job shares its GPU (env.json)
 
 
 def sweep_job_num() -> int | None:
@@ -85,8 +108,14 @@ def release_gpu() -> None:
         _held = None
 
 
-def claim_gpu(job_num: int, count: int, lock_dir: Path | None = None) -> int:
-    """The index (0..count-1) of a GPU for sweep job ``job_num``: a free one, else ``job_num % count``."""
+def lock_name(gpu: str, slot: int) -> str:
+    """Slot 0 keeps the one-job-per-GPU name, so jobs of older cnnbench versions still exclude it."""
+    return f"gpu-{gpu}.lock" if slot == 0 else f"gpu-{gpu}-{slot}.lock"
+
+
+def claim_gpu(job_num: int, count: int, lock_dir: Path | None = None, slots: int = 1) -> int:
+    """The index (0..count-1) of a GPU for sweep job ``job_num``: one with a free slot (``slots`` per GPU,
+    the least used GPUs first), else ``job_num % count``."""
     global _held
     release_gpu()  # this worker's previous job is over
     order = [(job_num + i) % count for i in range(count)]
@@ -102,30 +131,77 @@ def claim_gpu(job_num: int, count: int, lock_dir: Path | None = None) -> int:
     except OSError as exc:
         log.warning("No GPU lock folder (%s); sweep job %d uses cuda:%d.", exc, job_num, order[0])
         return order[0]
-    for index in order:
-        try:
-            handle = open(lock_dir / f"gpu-{names[index]}.lock", "a+")  # noqa: SIM115 (held past return)
-        except OSError:
-            continue
-        try:
-            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError:
-            handle.close()  # another job trains on this GPU
-            continue
-        handle.seek(0)
-        handle.truncate()
-        handle.write(f"{os.getpid()}\n")
-        handle.flush()
-        _held = handle
-        return index
+    for slot in range(max(slots, 1)):  # every GPU's slot 0 first: the jobs spread evenly
+        for index in order:
+            handle = _lock(lock_dir / lock_name(names[index], slot))
+            if handle is not None:
+                _held = handle
+                _set_sharing(slot=slot)
+                return index
     log.warning(
-        "All %d GPUs are taken by other cnnbench jobs (more jobs at once than GPUs): sweep job %d "
-        "shares cuda:%d. Set hydra.launcher.n_jobs to at most the number of GPUs.",
+        "All %d GPUs are taken by other cnnbench jobs (%d job(s) per GPU, more jobs at once than that): "
+        "sweep job %d shares cuda:%d. Set hydra.launcher.n_jobs to at most the number of GPUs x jobs per "
+        "GPU (hydra/launcher=gpus does).",
         count,
+        slots,
         job_num,
         order[0],
     )
+    _set_sharing(slot=None)
     return order[0]
+
+
+def _lock(path: Path) -> IO[str] | None:
+    """An exclusive flock on ``path`` (the open file that holds it), or None if another job holds it."""
+    try:
+        handle = open(path, "a+")  # noqa: SIM115 (held past return)
+    except OSError:
+        return None
+    try:
+        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        handle.close()  # another job trains on this GPU slot
+        return None
+    handle.seek(0)
+    handle.truncate()
+    handle.write(f"{os.getpid()}\n")
+    handle.flush()
+    return handle
+
+
+def launcher_jobs() -> int | None:
+    """How many jobs the sweep's launcher runs at once (``hydra.launcher.n_jobs``), or None when it does
+    not say (the basic launcher: one at a time; submitit: one GPU per job)."""
+    try:
+        from hydra.core.hydra_config import HydraConfig
+    except ImportError:
+        return None
+    if not HydraConfig.initialized():
+        return None
+    register_resolvers()  # n_jobs of hydra/launcher=gpus is ${cnnbench.sweep_jobs:...}
+    n_jobs = HydraConfig.get().launcher.get("n_jobs")
+    if n_jobs is None:
+        return None
+    n_jobs = int(n_jobs)
+    return (os.cpu_count() or 1) if n_jobs < 0 else n_jobs  # joblib: -1 = one per CPU
+
+
+def slots_per_gpu(count: int) -> int:
+    """Jobs per GPU for this sweep: the launcher's jobs at once spread over ``count`` GPUs (at least 1)."""
+    n_jobs = launcher_jobs()
+    return max(math.ceil(n_jobs / count), 1) if n_jobs and count > 0 else 1
+
+
+def _set_sharing(**values: Any) -> None:
+    if _sharing is not None:
+        _sharing.update(values)
+
+
+def sharing_record() -> dict[str, Any] | None:
+    """How the current sweep job shares its GPU, for env.json: ``jobs_per_gpu`` (slots), ``gpus``,
+    ``slot`` (null when it shares beyond its slots or on a one-GPU machine) and ``mps`` (the MPS control
+    daemon was running). None outside a sweep job on CUDA."""
+    return dict(_sharing) if _sharing is not None else None
 
 
 def job_device(requested: object) -> str:
@@ -135,21 +211,165 @@ def job_device(requested: object) -> str:
     Also makes ``cuda:<k>`` the current CUDA device, so code that uses the current device (bf16
     support checks, RNG state, cuDNN) looks at the job's GPU.
     """
+    global _sharing
+    _sharing = None
     requested = str(requested)
     if requested not in ("auto", "cuda") or under_torchrun():
-        return requested
-    ids = visible_gpu_ids()
-    if ids is not None and len(ids) <= 1:  # narrowed to one GPU (SLURM, submitit) or none
         return requested
     job_num = sweep_job_num()
     if job_num is None:
         return requested
+    ids = visible_gpu_ids()
     count = gpu_count()
-    if count < 2:
+    if count < 1:
         return requested
-    index = claim_gpu(job_num, count)
+    slots = slots_per_gpu(count)
+    _sharing = {"jobs_per_gpu": slots, "gpus": count, "slot": None, "mps": mps_running()}
+    if (ids is not None and len(ids) <= 1) or count < 2:  # narrowed to one GPU (SLURM, submitit) or one
+        return requested
+    index = claim_gpu(job_num, count, slots=slots)
     import torch
 
     torch.cuda.set_device(index)
-    log.info("Sweep job %d trains on cuda:%d (%d GPUs visible).", job_num, index, count)
+    log.info(
+        "Sweep job %d trains on cuda:%d (%d GPUs visible, up to %d job(s) per GPU%s).",
+        job_num,
+        index,
+        count,
+        slots,
+        ", NVIDIA MPS running" if _sharing["mps"] else "",
+    )
     return f"cuda:{index}"
+
+
+# ----- NVIDIA MPS --------------------------------------------------------------------------------------
+def mps_running(proc: Path = Path("/proc")) -> bool:
+    """Whether an NVIDIA MPS control daemon (or server) runs on this machine.
+
+    Its processes are named ``nvidia-cuda-mps-control`` / ``-server`` (``comm`` keeps 15 characters);
+    where /proc shows no other processes (containers), its control pipe is the sign.
+    """
+    try:
+        for entry in proc.iterdir():
+            if entry.name.isdigit():
+                try:
+                    if (entry / "comm").read_text().startswith("nvidia-cuda-mps"):
+                        return True
+                except OSError:
+                    continue
+    except OSError:
+        pass
+    pipe = Path(os.environ.get(MPS_PIPE_ENV) or MPS_DEFAULT_PIPE) / "control"
+    return pipe.exists()
+
+
+# ----- k jobs per GPU: hydra/launcher=gpus -------------------------------------------------------------
+def register_resolvers() -> None:
+    """Register ``${cnnbench.sweep_jobs:K}`` (idempotent): conf/hydra/launcher/gpus.yaml's ``n_jobs``.
+
+    Launchers resolve ``n_jobs`` in the process that launches the sweep, and a job reads it back
+    (``slots_per_gpu``) in its own: both import cnnbench.app, which calls this.
+    """
+    from omegaconf import OmegaConf
+
+    if not OmegaConf.has_resolver(SWEEP_JOBS_RESOLVER):
+        OmegaConf.register_new_resolver(SWEEP_JOBS_RESOLVER, sweep_jobs)
+
+
+def sweep_jobs(setting: object = "auto") -> int:
+    """Jobs at once for ``hydra/launcher=gpus``: k (``setting``) per visible GPU; k on a machine without."""
+    return jobs_per_gpu(setting) * max(gpu_count(), 1)
+
+
+def jobs_per_gpu(setting: object = "auto") -> int:
+    """k from ``CNNBENCH_JOBS_PER_GPU``'s value: a positive number, or ``auto`` (measured, else 1)."""
+    from cnnbench.errors import CnnbenchError
+
+    text = str(setting).strip().lower()
+    if text in ("", "auto"):
+        return measured_jobs_per_gpu() or 1
+    try:
+        k = int(text)
+    except ValueError:
+        k = 0
+    if k < 1:
+        raise CnnbenchError(
+            f"{JOBS_PER_GPU_ENV}={setting!r} must be a positive number of jobs per GPU, or auto (what "
+            f"benchmarks/gpu_check.sh measured fastest on this GPU model, else 1)."
+        )
+    return k
+
+
+def device_model() -> str:
+    """The name the jobs-per-GPU measurement is cached under: the first visible GPU's model (NVML's
+    name, as nvidia-smi and torch report it), or ``cpu`` on a machine without a GPU."""
+    name = _nvidia_smi_name()
+    if name:
+        return name
+    if gpu_count() > 0:
+        import torch
+
+        return torch.cuda.get_device_name(0)
+    return "cpu"
+
+
+def _nvidia_smi_name() -> str | None:
+    """The first visible GPU's name from nvidia-smi: no CUDA context in the launching process."""
+    smi = shutil.which("nvidia-smi")
+    if smi is None:
+        return None
+    ids = visible_gpu_ids()
+    if ids is not None and not ids:
+        return None
+    command = [smi, "--query-gpu=name", "--format=csv,noheader"]
+    if ids:
+        command += ["-i", ids[0]]  # nvidia-smi ignores CUDA_VISIBLE_DEVICES: ask for its first entry
+    try:
+        result = subprocess.run(command, capture_output=True, text=True, timeout=20, check=False)
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    lines = [line.strip() for line in result.stdout.splitlines() if line.strip()]
+    return lines[0] if result.returncode == 0 and lines else None
+
+
+def jobs_cache_path() -> Path:
+    from cnnbench.fastpath import cache_dir
+
+    return cache_dir() / JOBS_CACHE_FILE
+
+
+def read_jobs_record(model: str | None = None) -> dict[str, Any] | None:
+    """The GPU check's jobs-per-GPU measurement for ``model`` (default: this machine's), or None."""
+    try:
+        data = json.loads(jobs_cache_path().read_text())
+    except (OSError, ValueError):
+        return None
+    entry = (data.get("entries") or {}).get(model or device_model()) if isinstance(data, dict) else None
+    return entry if isinstance(entry, dict) else None
+
+
+def measured_jobs_per_gpu(mps: bool | None = None) -> int | None:
+    """The measured best k for this GPU model: under MPS when its daemon runs (and was measured)."""
+    entry = read_jobs_record()
+    if not entry:
+        return None
+    mps = mps_running() if mps is None else mps
+    best = (entry.get("mps") if mps else None) or entry.get("processes")
+    try:
+        return max(int(best["jobs_per_gpu"]), 1) if best else None
+    except (KeyError, TypeError, ValueError):
+        return None
+
+
+def write_jobs_record(model: str, measured: dict[str, Any]) -> Path:
+    """Store the GPU check's measurement for ``model``: ``{mechanism: {"jobs_per_gpu": k, ...}}`` for
+    the mechanisms of ``MECHANISMS`` that were measured, plus anything else worth keeping."""
+    from cnnbench.fastpath import _read, _write, locked
+
+    path = jobs_cache_path()
+    with locked(path):
+        data = _read(path)
+        entry = {**measured, "measured_at": datetime.now(timezone.utc).isoformat(timespec="seconds")}
+        data.setdefault("entries", {})[model] = entry
+        _write(path, data)
+    return path

@@ -1,0 +1,329 @@
+"""The prepared GPU check (benchmarks/gpu_check.sh) in its dry run: every step, on the CPU, tiny sizes.
+
+GPU time is scarce, so the check must work the first time it meets a GPU. Its dry run takes the same
+steps and command lines (install from wheels, pytest -m cuda, compare.py and `cnnbench bench` per
+candidate, concurrent worker processes, the quick sweep through hydra/launcher=gpus, the report, the
+summary) with the sizes and the device changed; this test runs it and checks what it wrote. The judging
+of targets and the markdown of a GPU run are checked on made-up results below.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import importlib.util
+import json
+import os
+import subprocess
+import sys
+import zipfile
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+SCRIPT = ROOT / "benchmarks" / "gpu_check.sh"
+STEPS = [
+    "install",
+    "environment",
+    "cuda_tests",
+    "candidates_resnet20",
+    "variants_resnet20",
+    "auto_resnet20",
+    "candidates_resnet56",
+    "variants_resnet56",
+    "auto_resnet56",
+    "jobs_per_gpu",
+    "sweep_quick",
+    "report",
+    "compiled_resnet20",
+    "compiled_resnet56",
+]
+# What comes back from the GPU machine: at most 8 files, no folders.
+OUT_FILES = {"summary.json", "summary.md", "check.log", "report.png", "report.md"}
+INFO = "cnnbench_wheel_probe-0.0.1.dist-info"
+
+
+def load_driver():
+    spec = importlib.util.spec_from_file_location("gpu_check", ROOT / "benchmarks" / "gpu_check.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules["gpu_check"] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+def tiny_wheel(folder: Path) -> Path:
+    """A valid pure-Python wheel, so the dry run's offline install runs the GPU machine's pip command."""
+    folder.mkdir(parents=True, exist_ok=True)
+    files = {
+        "cnnbench_wheel_probe/__init__.py": b"WHEEL_PROBE = True\n",
+        f"{INFO}/METADATA": b"Metadata-Version: 2.1\nName: cnnbench-wheel-probe\nVersion: 0.0.1\n",
+        f"{INFO}/WHEEL": b"Wheel-Version: 1.0\nGenerator: test\nRoot-Is-Purelib: true\nTag: py3-none-any\n",
+    }
+    record = [
+        f"{name},sha256={base64.urlsafe_b64encode(hashlib.sha256(data).digest()).rstrip(b'=').decode()},{len(data)}"
+        for name, data in files.items()
+    ]
+    record.append(f"{INFO}/RECORD,,")
+    path = folder / "cnnbench_wheel_probe-0.0.1-py3-none-any.whl"
+    with zipfile.ZipFile(path, "w") as archive:
+        for name, data in files.items():
+            archive.writestr(name, data)
+        archive.writestr(f"{INFO}/RECORD", "\n".join(record) + "\n")
+    return path
+
+
+@pytest.fixture(scope="module")
+def dry_run(tmp_path_factory):
+    root = tmp_path_factory.mktemp("gpu-check")
+    tiny_wheel(root / "wheels")
+    env = {
+        **os.environ,
+        "CNNBENCH_PYTHON": sys.executable,
+        "CNNBENCH_WHEELS": str(root / "wheels"),
+        "CNNBENCH_GPU_CHECK_WORK": str(root / "work"),
+        "CNNBENCH_GPU_CHECK_DRY_RUN": "1",
+    }
+    env.pop("OUT", None)
+    result = subprocess.run(
+        ["bash", str(SCRIPT), "--out", str(root / "out")],
+        cwd=root,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=900,
+        stdin=subprocess.DEVNULL,
+    )
+    log = (root / "out" / "check.log").read_text() if (root / "out" / "check.log").is_file() else ""
+    assert result.returncode == 0, f"{result.stdout[-3000:]}\n{result.stderr[-3000:]}\n{log[-6000:]}"
+    summary = json.loads((root / "out" / "summary.json").read_text())
+    return root, summary, log
+
+
+def test_every_step_runs_and_succeeds(dry_run):
+    _, summary, log = dry_run
+    steps = {s["name"]: s for s in summary["steps"]}
+    assert list(steps) == STEPS
+    failed = {name: s["reason"] for name, s in steps.items() if s["status"] != "ok"}
+    assert not failed, f"{failed}\n{log[-6000:]}"
+    for name in STEPS[1:]:
+        assert steps[name]["seconds"] > 0 and steps[name]["budget_s"] >= steps[name]["seconds"]
+
+
+def test_the_summary_has_its_schema(dry_run):
+    root, summary, _ = dry_run
+    assert summary["schema"] == 1 and summary["mode"] == "dry-run"
+    assert {
+        "finished_at",
+        "total_seconds",
+        "budget_seconds",
+        "install",
+        "machine",
+        "profile",
+        "steps",
+    } <= set(summary)
+    assert {"gpu", "driver", "torch", "cuda", "cudnn", "python", "cpu_count"} <= set(summary["machine"])
+    assert summary["machine"]["torch"]
+    driver = load_driver()
+    assert [t["key"] for t in summary["targets"]] == list(driver.TARGETS)
+    for target in summary["targets"]:
+        assert target["measured"] is not None, target  # every target got its figure, even on the CPU
+        assert target["pass"] is None and "dry run" in target["note"]  # ... but no verdict
+    assert set(summary["sweep_estimate"]["step_ms_by_depth"]) == {"20", "32", "44", "56"}
+    assert {p.name for p in (root / "out").iterdir()} == OUT_FILES
+
+
+def test_the_install_is_the_offline_wheel_install(dry_run):
+    root, summary, _ = dry_run
+    install = summary["install"]
+    assert install["status"] == "ok" and install["seconds"] > 0
+    command = install["commands"][0]
+    for flag in ("--no-index", "--no-deps", "--target", "cnnbench_wheel_probe-0.0.1-py3-none-any.whl"):
+        assert flag in command
+    assert (root / "work" / "site" / "cnnbench_wheel_probe" / "__init__.py").is_file()
+
+
+def test_the_cuda_tests_are_collected_with_the_cuda_marker(dry_run):
+    _, summary, log = dry_run
+    tests = summary["results"]["cuda_tests"]
+    assert "tests/test_cuda.py" in tests["files"]
+    ids = [t["id"] for t in tests["tests"]]
+    assert "tests/test_cuda.py::test_ctrl_c_then_resume_on_cuda_is_exact" in ids
+    assert "tests/test_cuda.py::test_one_process_nccl_ddp_trains_exactly_as_a_single_process" in ids
+    assert not any("test_gpus.py" in i or "test_gpu_check.py" in i for i in ids)
+    assert "-m pytest -m cuda" in log and "--collect-only" in log
+
+
+def test_each_candidate_and_variant_is_measured_and_extrapolated(dry_run):
+    import torch
+
+    from cnnbench.fastpath import candidates
+
+    _, summary, _ = dry_run
+    results = summary["results"]
+    for depth in (20, 56):
+        measured = results[f"candidates_resnet{depth}"]["variants"]
+        assert sorted(measured) == sorted(candidates(torch.device("cpu")))
+        fastest = results[f"candidates_resnet{depth}"]["fastest"]
+        for step in (f"variants_resnet{depth}", f"compiled_resnet{depth}"):
+            variants = results[step]["variants"]
+            assert variants and all(name.startswith(fastest + "+") for name in variants)
+        for v in [*measured.values(), *results[f"variants_resnet{depth}"]["variants"].values()]:
+            assert v["step_ms"] > 0 and v["est_64k_s"] == pytest.approx(64 * v["step_ms"])
+            assert v["timed_steps"] == 2
+        auto = results[f"auto_resnet{depth}"]
+        assert auto["depth"] == depth and auto["device"] == "cpu" and auto["timed_steps"] == 2
+        assert auto["est_64k_s"] == pytest.approx(64 * auto["train_step_ms"])
+        assert auto["est_64k_with_eval_s"] > auto["est_64k_s"]
+
+
+def test_concurrent_jobs_are_measured_and_the_best_k_is_cached_in_the_runs_own_cache(dry_run):
+    root, summary, _ = dry_run
+    jobs = summary["results"]["jobs_per_gpu"]
+    processes = jobs["processes"]["k"]
+    assert set(processes) == {"1", "2"}
+    assert processes["1"]["speedup_vs_one"] == 1.0
+    assert len(processes["2"]["per_job_img_per_s"]) == 2 and processes["2"]["img_per_s"] > 0
+    assert jobs["mps"]["status"] == "skipped"  # no MPS daemon on a CPU machine
+    assert set(jobs["streams"]["k"]) == {"1", "2"}
+    assert jobs["best"]["mechanism"] in ("processes", "streams")
+    cache = Path(jobs["cache"]["path"])
+    assert cache == root / "work" / "cache" / "jobs_per_gpu.json"  # never the real machine's cache
+    assert jobs["cache"]["auto_resolves_to"]["processes"]["jobs_per_gpu"] in (1, 2)
+
+
+def test_the_quick_sweep_runs_end_to_end_with_jobs_sharing(dry_run):
+    root, summary, _ = dry_run
+    sweep = summary["results"]["sweep_quick"]
+    assert sweep["launcher_n_jobs"] == 2  # hydra/launcher=gpus: k=2 jobs at once (no GPU: k in all)
+    assert sorted(j["job"] for j in sweep["jobs"]) == [
+        "depth=20,model=plain",
+        "depth=20,model=resnet",
+        "depth=56,model=plain",
+        "depth=56,model=resnet",
+    ]
+    assert all(j["status"] == "completed" and j["iteration"] == 6 for j in sweep["jobs"])
+    assert "| plain" in (root / "out" / "report.md").read_text() or summary["results"]["report"]["table"]
+
+
+def test_the_markdown_says_what_ran(dry_run):
+    root, summary, _ = dry_run
+    text = (root / "out" / "summary.md").read_text()
+    assert text.startswith("# cnnbench GPU check (DRY RUN")
+    for name in STEPS:
+        assert f"| {name} | ok |" in text
+    for target in summary["targets"]:
+        assert target["what"] in text
+
+
+# ----- the verdicts of a GPU run, on made-up measurements -------------------------------------------------
+def fake_results(step20_ms: float, step56_ms: float, overhead: float, speedup: float) -> dict:
+    auto = {
+        "train_step_ms": step20_ms,
+        "pure_step_ms": step20_ms / (1 + overhead / 100),
+        "loop_overhead_pct": overhead,
+    }
+    return {
+        "auto_resnet20": auto,
+        "auto_resnet56": {**auto, "train_step_ms": step56_ms},
+        "jobs_per_gpu": {"best": {"mechanism": "processes", "jobs_per_gpu": 4, "speedup_vs_one": speedup}},
+    }
+
+
+def verdicts(driver, results: dict, total_s: float = 400.0) -> dict:
+    return {t["key"]: t["pass"] for t in driver.evaluate_targets(driver.GPU, results, total_s)}
+
+
+def test_targets_pass_and_fail_on_the_measured_figures():
+    driver = load_driver()
+    fast = verdicts(driver, fake_results(1.2, 3.0, 3.0, 2.5))
+    assert all(fast.values()), fast
+    # 1.5 ms x 64k = 96 s > 90 s; the sweep: 2 x 64k x (1.5 + 2.5 + 3.5 + 4.5) ms = 1536 s one at a
+    # time, 1536 / 2 = 768 s shared: both over their limits.
+    slow = verdicts(driver, fake_results(1.5, 4.5, 6.0, 2.0), total_s=500.0)
+    assert slow == {
+        "resnet20_64k_s": False,
+        "resnet56_64k_s": False,
+        "sweep_shared_s": False,
+        "sweep_one_at_a_time_s": False,
+        "loop_overhead_resnet20_pct": False,
+        "loop_overhead_resnet56_pct": False,
+        "check_total_s": False,
+    }
+    estimate = driver.sweep_estimates(fake_results(1.5, 4.5, 6.0, 2.0))
+    assert estimate["step_ms_by_depth"] == pytest.approx({20: 1.5, 32: 2.5, 44: 3.5, 56: 4.5})
+    assert estimate["one_at_a_time_s"] == pytest.approx(1536.0)
+    assert estimate["shared_s"] == pytest.approx(768.0)
+    missing = verdicts(driver, {})
+    assert missing["resnet20_64k_s"] is None and missing["check_total_s"] is True
+
+
+def test_the_fewest_jobs_within_noise_of_the_best_win():
+    driver = load_driver()
+    measured = {"k": {"1": {"img_per_s": 100.0}, "2": {"img_per_s": 180.0}, "4": {"img_per_s": 250.0},
+                      "8": {"img_per_s": 255.0}}}  # fmt: skip
+    assert driver.best_k(measured)["jobs_per_gpu"] == 4  # 8 is within 3%: not worth twice the jobs
+    assert driver.best_k({"k": {"1": {"status": "skipped"}}}) is None
+
+
+def test_a_gpu_runs_markdown_shows_the_verdicts_and_the_machine():
+    driver = load_driver()
+    results = fake_results(1.2, 5.0, 3.0, 2.5)
+    results["environment"] = {
+        "gpu": "NVIDIA H200",
+        "gpu_count": 1,
+        "torch": "2.11.0+cu130",
+        "cuda": "13.0",
+        "nvidia_smi": {"gpus": [{"name": "NVIDIA H200", "driver_version": "580.159.03"}]},
+    }
+    steps = [driver.StepResult("environment", "ok", 3.0, 40.0)]
+    summary = driver.build_summary(driver.GPU, steps, results, {"status": "ok", "seconds": 9.0}, 300.0)
+    text = driver.summary_markdown(summary)
+    assert "NVIDIA H200" in text and "driver 580.159.03" in text and "torch 2.11.0+cu130" in text
+    assert "DRY RUN" not in text
+    assert "| ResNet-20, 64k iterations of batch 128: training time | 90 s | 76.8 s | **pass** |" in text
+    assert "| ResNet-56, 64k iterations of batch 128: training time | 240 s | 320.0 s | **FAIL** |" in text
+
+
+def test_the_script_refuses_unknown_arguments(tmp_path):
+    result = subprocess.run(
+        ["bash", str(SCRIPT), "--frobnicate"], capture_output=True, text=True, timeout=60, cwd=tmp_path
+    )
+    assert result.returncode == 2 and "unknown argument --frobnicate" in result.stderr
+
+
+def test_update_variants_follow_the_trees_knobs_and_the_device():
+    driver = load_driver()
+    keys = ["compile", "cuda_graphs", "fused_optimizer"]
+    names = lambda *args: [name for name, _ in driver.update_variants(*args)]  # noqa: E731
+    assert names(keys, "cuda", False, "bf16") == ["eager/foreach", "eager/fused", "eager/fused+graphs"]
+    assert names(keys, "cuda", True, "fp16") == ["compiled/foreach", "compiled/fused"]  # fp16: no graph
+    assert names(keys, "cpu", False, "fp32") == ["eager/foreach", "eager/fused"]  # graphs: CUDA only
+    assert driver.update_variants(["compile"], "cuda", True, "bf16") == [
+        ("compiled/foreach", ["trainer.compile=true"])
+    ]
+
+
+def test_a_variant_that_fails_is_recorded_and_the_others_still_measured(tmp_path, monkeypatch):
+    driver = load_driver()
+    monkeypatch.setenv("CNNBENCH_CACHE", str(tmp_path / "cache"))
+    check = driver.GpuCheck(driver.DRY_RUN, tmp_path / "out", tmp_path / "work", sys.executable, {})
+    calls = []
+
+    def fake_compare(depth, variants):
+        calls.append([name for name, _ in variants])
+        if any(name.endswith("graphs") for name, _ in variants):
+            raise driver.StepFailed("compare.py exit code 1: cannot capture")
+        return {name: {"step_ms": 2.0} for name, _ in variants}
+
+    monkeypatch.setattr(check, "_compare", fake_compare)
+    variants = [("a/foreach", []), ("a/fused", []), ("a/fused+graphs", [])]
+    measured = check.compare(20, variants)
+    assert calls == [
+        ["a/foreach", "a/fused", "a/fused+graphs"],
+        ["a/foreach"],
+        ["a/fused"],
+        ["a/fused+graphs"],
+    ]
+    assert measured["a/fused"] == {"step_ms": 2.0} and "cannot capture" in measured["a/fused+graphs"]["error"]
+    check.log.close()
