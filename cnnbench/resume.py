@@ -86,6 +86,18 @@ def sweep_jobs(sweep_dir: Path) -> list[Path]:
     return sorted(p.parent.parent for p in sweep_dir.glob(f"*/{SAVED_CONFIG.as_posix()}"))
 
 
+SUBDIR_KEY = "hydra.sweep.subdir="
+
+
+def _job_folder_naming(record: DictConfig) -> list[str]:
+    """The sweep's own job-folder naming, as an override: a sweep made when folders were named by
+    override_dirname resumes into those folders, not into new ones named by what varies."""
+    from cnnbench.runnames import OVERRIDE_DIRNAME_SUBDIR, SUBDIR
+
+    subdir = OmegaConf.to_container(record.hydra.sweep, resolve=False).get("subdir")
+    return [f"{SUBDIR_KEY}{subdir}"] if subdir in (SUBDIR, OVERRIDE_DIRNAME_SUBDIR) else []
+
+
 def resume_sweep(sweep_dir: Path) -> list[str]:
     """Hydra arguments that launch the sweep again into ``sweep_dir`` in resume mode.
 
@@ -100,16 +112,18 @@ def resume_sweep(sweep_dir: Path) -> list[str]:
     )
     pending = [j.name for j in jobs if j not in done]
     print(f"Resuming: {', '.join(pending) or 'no started job'}; jobs that never started are started.")
-    hydra_overrides = [
-        o
-        for o in record.hydra.overrides.hydra
-        if not o.startswith(("hydra.sweep.dir=", "hydra.output_subdir=", "+hydra.job.env_set"))
-    ]
+    naming = _job_folder_naming(record)
+    replaced = ("hydra.sweep.dir=", "hydra.output_subdir=", "+hydra.job.env_set")
+    replaced += (SUBDIR_KEY,) if naming else ()
+    # As recorded, unresolved: an override's value may hold an interpolation (hydra.sweep.subdir=${...}).
+    overrides = OmegaConf.to_container(record.hydra.overrides, resolve=False)
+    hydra_overrides = [o for o in overrides["hydra"] if not o.startswith(replaced)]
     return [
         "--multirun",
         *hydra_overrides,
         f"hydra.sweep.dir={sweep_dir.resolve()}",
+        *naming,
         "hydra.output_subdir=null",
         "+hydra.job.env_set.CNNBENCH_RESUME=1",
-        *record.hydra.overrides.task,
+        *overrides["task"],
     ]

@@ -342,6 +342,11 @@ def sweep_combinations(record: Any) -> tuple[list[Combination] | None, str | Non
     item_sep, kv_sep = str(naming.get("item_sep", ",")), str(naming.get("kv_sep", "="))
 
     def dirname(combo: tuple[str, ...]) -> str:
+        from cnnbench.runnames import record_job_name  # the sweep's hydra.sweep.subdir naming
+
+        named = record_job_name(hydra, combo)
+        if named is not None:
+            return named
         # hydra._internal.config_loader_impl.get_overrides_dirname
         lines = sorted(o for o in combo if o.split("=", 1)[0].lstrip("~+").split("@")[0] not in exclude)
         return re.sub("=", kv_sep, item_sep.join(lines))

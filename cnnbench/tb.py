@@ -3,6 +3,14 @@
 The hparams summary goes into the *same* run as the scalars (``SummaryWriter.add_hparams`` would make
 a separate sub-run), so TensorBoard's HParams tab shows each job once, with its final ``error/test``
 and ``error/train``.
+
+The Custom Scalars tab mirrors He et al. 2016, Figure 6: a "training error" and a "test error"
+category, each with one chart for plain nets and one for residual nets (then loss, lr and gradient
+flow). A Custom Scalars chart selects *tags* by regular expression, in every run; it cannot select
+runs. So each run also logs its two error curves under a tag that names its family,
+``figure6/train_error/plain``, ``figure6/test_error/residual``: two extra scalars per point, while
+every other chart reuses the tags as they are. ``error/train`` and ``error/test`` stay (the HParams
+metrics and ``cnnbench report`` read them).
 """
 
 from __future__ import annotations
@@ -10,30 +18,121 @@ from __future__ import annotations
 from collections.abc import Mapping
 from pathlib import Path
 
+from tensorboard.compat.proto.summary_pb2 import Summary, SummaryMetadata
+from tensorboard.compat.proto.tensor_pb2 import TensorProto
+from tensorboard.compat.proto.tensor_shape_pb2 import TensorShapeProto
+from tensorboard.plugins.custom_scalar import layout_pb2
 from torch.utils.tensorboard import SummaryWriter
 from torch.utils.tensorboard.summary import hparams as hparams_summary
 
 HPARAM_METRICS = ("error/test", "error/train", "loss/test", "loss/train")
 
-LAYOUT = {
-    "cnnbench": {
-        "error (train dashed in the report, test solid)": [
-            "Multiline",
-            ["error/train", "error/test", "error/val"],
-        ],
-        "loss": ["Multiline", ["loss/train", "loss/test", "loss/val"]],
-        "learning rate": ["Multiline", ["lr"]],
-    }
+# Figure 6's panels: plain nets | residual nets. Other families get a chart of their own.
+PLAIN, RESIDUAL = "plain", "residual"
+RESIDUAL_MODELS = frozenset({"resnet", "preact_resnet", "wide_resnet"})
+# The error curves logged a second time under a family tag, and the Figure 6 category of each.
+FIGURE6 = {
+    "error/train": ("train_error", "Figure 6: training error"),
+    "error/test": ("test_error", "Figure 6: test error"),
 }
+LAYOUT_TAG = "custom_scalars__config__"  # tensorboard.plugins.custom_scalar.metadata.CONFIG_SUMMARY_TAG
+
+
+def family(model: str) -> str:
+    """The Figure 6 panel a model belongs to: ``plain``, ``residual``, or its own name."""
+    if model == PLAIN:
+        return PLAIN
+    return RESIDUAL if model in RESIDUAL_MODELS else model
+
+
+def figure6_tag(tag: str, family_name: str) -> str:
+    """``error/train`` of a plain net -> ``figure6/train_error/plain``."""
+    return f"figure6/{FIGURE6[tag][0]}/{family_name}"
+
+
+def _chart(title: str, *regexes: str) -> layout_pb2.Chart:
+    # Regexes are matched from the tag's start (re.match); "$" keeps error/test from taking error/test_ema.
+    return layout_pb2.Chart(title=title, multiline=layout_pb2.MultilineChartContent(tag=list(regexes)))
+
+
+def _figure6_categories(families: list[str]) -> list[layout_pb2.Category]:
+    titles = {PLAIN: "plain nets", RESIDUAL: "residual nets"}
+    return [
+        layout_pb2.Category(
+            title=category,
+            chart=[_chart(titles.get(f, f"{f} nets"), f"{figure6_tag(tag, f)}$") for f in families],
+        )
+        for tag, (_, category) in FIGURE6.items()
+    ]
+
+
+def _other_categories() -> list[layout_pb2.Category]:
+    category = layout_pb2.Category
+    return [
+        category(
+            title="loss",
+            chart=[_chart("training loss", "loss/train$"), _chart("test loss", "loss/test$")],
+        ),
+        category(title="learning rate", chart=[_chart("lr", "lr$")]),
+        category(
+            title="gradient flow",
+            chart=[
+                _chart("gradient norm ratio, first / last block", "grad_norm/ratio_first_last$"),
+                _chart("gradient norm per stage", "grad_norm/stage/"),
+                _chart("weight norm per stage", "weight_norm/stage/"),
+            ],
+        ),
+        # Many curves, or curves only some runs log: folded until opened.
+        category(
+            title="gradient flow per block",
+            closed=True,
+            chart=[
+                _chart("gradient norm per block", "grad_norm/block/"),
+                _chart("weight norm per block", "weight_norm/block/"),
+            ],
+        ),
+        category(
+            title="validation and EMA",
+            closed=True,
+            chart=[
+                _chart("error", "error/val$", "error/val_ema$", "error/test_ema$"),
+                _chart("loss", "loss/val$", "loss/val_ema$", "loss/test_ema$"),
+            ],
+        ),
+    ]
+
+
+def layout(model: str | None = None) -> layout_pb2.Layout:
+    """The Custom Scalars layout a run writes. TensorBoard merges the runs' layouts by category title
+    and drops repeated charts, so a run of another family (densenet) adds its own Figure 6 charts."""
+    families = [PLAIN, RESIDUAL]
+    if model is not None and family(model) not in families:
+        families.append(family(model))
+    return layout_pb2.Layout(category=[*_figure6_categories(families), *_other_categories()])
+
+
+def layout_summary(layout_proto: layout_pb2.Layout) -> Summary:
+    """The event that carries a layout (as torch's ``add_custom_scalars`` writes it, which cannot fold
+    a category)."""
+    tensor = TensorProto(
+        dtype="DT_STRING", string_val=[layout_proto.SerializeToString()], tensor_shape=TensorShapeProto()
+    )
+    metadata = SummaryMetadata(plugin_data=SummaryMetadata.PluginData(plugin_name="custom_scalars"))
+    return Summary(value=[Summary.Value(tag=LAYOUT_TAG, tensor=tensor, metadata=metadata)])
 
 
 class TensorBoardLog:
-    def __init__(self, run_dir: Path, resume_from: int | None = None, enabled: bool = True) -> None:
+    def __init__(
+        self, run_dir: Path, resume_from: int | None = None, enabled: bool = True, model: str | None = None
+    ) -> None:
         # On resume, purge_step makes TensorBoard drop any points a killed run logged after its
         # last checkpoint, so the continued curve has no duplicated or out-of-order steps.
         purge_step = resume_from + 1 if resume_from is not None else None
         # Disabled (ranks other than 0 of a distributed run): every call is a no-op.
         self.writer = SummaryWriter(log_dir=str(run_dir), purge_step=purge_step) if enabled else None
+        # Known from construction on, so a resumed run (no start()) keeps logging its family tags.
+        self.model = model
+        self.family = family(model) if model is not None else None
 
     def start(self, hparams: Mapping[str, object]) -> None:
         """Write the hparams summary and the custom-scalars layout (once, at a run's first start)."""
@@ -45,13 +144,15 @@ class TensorBoardLog:
         # columns from every run of a sweep (one run's experiment summary would hide other models' options)
         # and takes the metrics from the runs' scalars (error/test, error/train, ...).
         self.writer.file_writer.add_summary(session_start)
-        self.writer.add_custom_scalars(LAYOUT)
+        self.writer.file_writer.add_summary(layout_summary(layout(self.model)))
 
     def scalars(self, values: Mapping[str, float], step: int) -> None:
         if self.writer is None:
             return
         for tag, value in values.items():
             self.writer.add_scalar(tag, value, global_step=step)
+            if self.family is not None and tag in FIGURE6:
+                self.writer.add_scalar(figure6_tag(tag, self.family), value, global_step=step)
 
     def flush(self) -> None:
         if self.writer is not None:

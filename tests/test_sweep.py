@@ -124,14 +124,15 @@ def assert_completed(job: Path) -> dict:
 
 
 def name_from_hparams(hparams) -> str:
-    """The job folder name a TensorBoard hparams record (model/depth/seed) belongs to."""
+    """The job folder name a TensorBoard hparams record (model/depth) belongs to: what the basic sweep
+    varies (its seed is one value, so not in the name)."""
     values = {k: v.string_value or v.number_value for k, v in hparams.items()}
-    return f"depth={values['depth']:.0f},model={values['model']},seed={values['seed']:.0f}"
+    return f"depth={values['depth']:.0f},model={values['model']}"
 
 
-def expected_name(overrides: list[str]) -> str:
-    """Hydra's override_dirname: the job's overrides sorted by key, without experiment=..."""
-    kept = [o for o in overrides if not o.startswith("experiment=")]
+def expected_name(overrides: list[str], varying: tuple[str, ...]) -> str:
+    """The job's overrides of the keys the sweep varies, sorted by key (cnnbench/runnames.py)."""
+    kept = [o for o in overrides if o.split("=", 1)[0] in varying]
     return ",".join(sorted(kept, key=lambda o: o.split("=", 1)[0]))
 
 
@@ -156,7 +157,7 @@ def launches(tmp_path_factory):
     started: dict[str, tuple[Launch, Path]] = {}
 
     if has_plugin(SUBMITIT):
-        # Without an experiment file, every override (constant ones too) is in the job folder names.
+        # Without an experiment file: constant overrides are left out of the job folder names too.
         root = tmp_path_factory.mktemp("submitit")
         sweep_args = [*TINY_OVERRIDES, "model=plain,resnet", "depth=8"]
         launcher_args = [
@@ -185,7 +186,8 @@ def launches(tmp_path_factory):
             root / "multirun",
         )  # fmt: skip
 
-    # The basic launcher (jobs one after the other in this process): 4 jobs named by what varies.
+    # The basic launcher (jobs one after the other in this process): 4 jobs named by what varies (not
+    # seed=0, one value).
     root = tmp_path_factory.mktemp("basic")
     conf = write_test_experiments(root / "conf")
     models, depths = "model=" + ",".join(MODELS), "depth=" + ",".join(map(str, DEPTHS))
@@ -212,17 +214,17 @@ def sweep(launches) -> Path:
 
 def test_sweep_jobs_are_named_by_their_overrides(sweep):
     combos = list(itertools.product(MODELS, DEPTHS))
-    names = {f"depth={d},model={m},seed=0" for m, d in combos}
+    names = {f"depth={d},model={m}" for m, d in combos}
     assert {p.name for p in job_dirs(sweep)} == names  # one folder per job: no collision
     assert (sweep / "multirun.yaml").is_file()
     nums = set()
     for job in job_dirs(sweep):
         metrics = assert_completed(job)
         overrides = yaml.safe_load((job / ".hydra" / "overrides.yaml").read_text())
-        assert "experiment=tiny" in overrides and expected_name(overrides) == job.name
+        assert "experiment=tiny" in overrides and expected_name(overrides, ("depth", "model")) == job.name
         config = yaml.safe_load((job / ".hydra" / "config.yaml").read_text())
         # The folder name, the saved config and what was trained agree.
-        assert job.name == f"depth={config['depth']},model={config['model']['name']},seed={config['seed']}"
+        assert job.name == f"depth={config['depth']},model={config['model']['name']}" and config["seed"] == 0
         assert (metrics["model"], metrics["depth"], metrics["seed"]) == (
             config["model"]["name"],
             config["depth"],
@@ -362,7 +364,7 @@ def test_experiment_sweep_through_the_joblib_launcher(launches):
     pytest.importorskip(JOBLIB)
     launch, sweep = launches["joblib"]
     result = launch.result()
-    assert [p.name for p in job_dirs(sweep)] == ["depth=8,model=plain", "depth=8,model=resnet"]
+    assert [p.name for p in job_dirs(sweep)] == ["model=plain", "model=resnet"]  # depth: one value
     nums = set()
     for job in job_dirs(sweep):
         assert_completed(job)
@@ -419,10 +421,8 @@ def test_submitit_local_launcher(launches):
     launch, sweep = launches["submitit"]
     result = launch.result()
     jobs = job_dirs(sweep)
-    # Without an experiment file every override is in the name, constant ones too.
-    assert [p.name for p in jobs] == [
-        expected_name([*TINY_OVERRIDES, "depth=8", f"model={m}"]) for m in MODELS
-    ]
+    # Only what varies is in the name; the constant overrides are not.
+    assert [p.name for p in jobs] == [f"model={m}" for m in MODELS]
     for job in jobs:
         assert_completed(job)
         assert hydra_record(job)["launcher"]["_target_"].endswith("submitit_launcher.LocalLauncher")

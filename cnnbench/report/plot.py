@@ -1,5 +1,6 @@
 """report.png in the layout of He et al. 2016, Figure 6: one panel per model family, training error
-dashed, test error solid and bold, one colour per depth, mean over seeds."""
+dashed, test error solid and bold, one colour per depth, mean over seeds. Curves of a few points (a
+run evaluated once) carry markers, so every curve the legend names shows."""
 
 from __future__ import annotations
 
@@ -18,6 +19,7 @@ from cnnbench.report.summary import Row
 
 TRAIN_TAG, TEST_TAG = "error/train", "error/test"
 _MARKERS = (None, "o", "s", "^", "D", "v")
+FEW_POINTS = 3  # a curve of this many points or fewer gets a marker on each
 
 
 def rows_to_plot(rows: list[Row]) -> list[Row]:
@@ -92,6 +94,27 @@ def _variant_markers(rows: list[Row]) -> list[str | None]:
     return markers
 
 
+def lone_points(values: np.ndarray) -> list[int]:
+    """Indices of the finite points that no line segment reaches (a single evaluation, a point between
+    NaNs): drawn as a line only, they would not show at all."""
+    finite = np.isfinite(values)
+    before = np.concatenate([[False], finite[:-1]])
+    after = np.concatenate([finite[1:], [False]])
+    return np.flatnonzero(finite & ~before & ~after).tolist()
+
+
+def _curve_style(style: dict, values: np.ndarray) -> dict:
+    """The row's style, with a marker on every point of a curve of a few points (its evaluations are
+    the data) and on every lone point: each curve in the legend is visible."""
+    few, lone = np.isfinite(values).sum() <= FEW_POINTS, lone_points(values)
+    if not (few or lone):
+        return style
+    # A longer curve marks only its lone points, unless the row has a variant marker already (its sparse
+    # markevery could skip them): then every point.
+    markevery = lone if not few and style["marker"] is None else None
+    return {**style, "marker": style["marker"] or "o", "markevery": markevery}
+
+
 def _draw_panel(ax, title: str, rows: list[Row], colours: dict, curves_of: Callable[[Row], dict]) -> list:
     """Draw one panel; returns the plotted value arrays (for the shared y-limit)."""
     plotted = []
@@ -108,12 +131,11 @@ def _draw_panel(ax, title: str, rows: list[Row], colours: dict, curves_of: Calla
             "markersize": 4,
             "alpha": 0.6 if faded else 1.0,
         }
-        if TRAIN_TAG in curves:
-            ax.plot(curves[TRAIN_TAG].steps, 100 * curves[TRAIN_TAG].values, "--", lw=1.0, **style)
-            plotted.append(100 * curves[TRAIN_TAG].values)
-        if TEST_TAG in curves:
-            ax.plot(curves[TEST_TAG].steps, 100 * curves[TEST_TAG].values, "-", lw=2.2, **style)
-            plotted.append(100 * curves[TEST_TAG].values)
+        for tag, line, width in ((TRAIN_TAG, "--", 1.0), (TEST_TAG, "-", 2.2)):
+            if tag in curves:
+                values = 100 * curves[tag].values
+                ax.plot(curves[tag].steps, values, line, lw=width, **_curve_style(style, values))
+                plotted.append(values)
     handles = [
         Line2D([], [], color=colours[r.depth], lw=2.2, marker=m, markersize=4, label=_label(r, shown))
         for r, m in zip(rows, markers, strict=True)
@@ -155,6 +177,12 @@ def plot_report(rows: list[Row], path: Path, warnings: list[str] | None = None) 
     """Write the Figure-6-style comparison of ``rows`` to ``path`` (PNG) and return it.
 
     Problems reading a run's event files are appended to ``warnings`` instead of raised."""
+    report_figure(rows, warnings).savefig(path)
+    return path
+
+
+def report_figure(rows: list[Row], warnings: list[str] | None = None) -> Figure:
+    """The figure ``plot_report`` writes (see there)."""
     rows = rows_to_plot(rows)
     warnings = warnings if warnings is not None else []
     cache: dict[Path, dict[str, Curve]] = {}
@@ -183,5 +211,4 @@ def plot_report(rows: list[Row], path: Path, warnings: list[str] | None = None) 
         "Training (dashed) and test (solid) error on " + ", ".join(sorted({r.data for r in rows}) or ["-"])
     )
     fig.tight_layout()
-    fig.savefig(path)
-    return path
+    return fig
