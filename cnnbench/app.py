@@ -16,10 +16,23 @@ from omegaconf import DictConfig
 
 from cnnbench.config import conf_dir
 from cnnbench.errors import CnnbenchError, print_error
+from cnnbench.gpus import register_resolvers as register_gpu_resolvers
 from cnnbench.runfiles import holds_run
+from cnnbench.runnames import register as register_run_names
+
+# ${cnnbench.run_name:} names sweep job folders (conf/config.yaml); jobs in other processes import this too.
+register_run_names()
+# ${cnnbench.sweep_jobs:K}: n_jobs of hydra/launcher=gpus, k jobs per GPU (conf/hydra/launcher/gpus.yaml).
+register_gpu_resolvers()
 
 # Set (through hydra.job.env_set, so every launcher passes it on) by `cnnbench resume SWEEP_DIR`.
 RESUME_ENV = "CNNBENCH_RESUME"
+
+# Whether this call of a single run creates its run folder, and the deepest folder above it that already
+# existed: a run refused before it wrote anything of value leaves none of the new folders behind. (The
+# callback sees the folder name resolved a moment before Hydra resolves it again: a ${now:...} stamp
+# differs by microseconds, its parents do not.)
+_new_run_folder: dict[str, Path] = {}
 
 
 def _refuse(error: CnnbenchError) -> NoReturn:
@@ -43,9 +56,12 @@ class RefuseOverwrite(Callback):
         try:
             check_config(task)  # a refused config leaves no run folder behind
             # trainer.resume: continue the same run, return for a completed one, refuse another run.
-            decide(task, Path(str(config.hydra.run.dir)))
+            run_dir = Path(str(config.hydra.run.dir))
+            decide(task, run_dir)
         except CnnbenchError as error:
             _refuse(error)
+        if not run_dir.exists():
+            _new_run_folder["existing_parent"] = next(p for p in run_dir.parents if p.exists()).resolve()
 
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
         if config.hydra.job.env_set.get(RESUME_ENV):
@@ -111,6 +127,29 @@ def _refuse_unnamed_sweeps(config: DictConfig) -> None:
         )
 
 
+def _discard_unstarted(run_dir: Path) -> None:
+    """Remove the folders this call created for a run that never wrote a checkpoint or metrics."""
+    import logging
+    import shutil
+
+    existing = _new_run_folder.get("existing_parent")
+    run_dir = run_dir.resolve()
+    if existing is None or existing not in run_dir.parents or holds_run(run_dir):
+        return
+    for handler in logging.getLogger().handlers[:]:  # train.log: closed before its folder goes
+        if isinstance(handler, logging.FileHandler) and Path(handler.baseFilename).parent == run_dir:
+            handler.close()
+            logging.getLogger().removeHandler(handler)
+    shutil.rmtree(run_dir, ignore_errors=True)
+    for parent in run_dir.parents:
+        if parent == existing:
+            break
+        try:
+            parent.rmdir()  # only if empty: another run may have started in it meanwhile
+        except OSError:
+            break
+
+
 @hydra.main(version_base="1.3", config_path=str(conf_dir()), config_name="config")
 def hydra_app(cfg: DictConfig) -> float | None:
     from hydra.core.hydra_config import HydraConfig
@@ -123,9 +162,17 @@ def hydra_app(cfg: DictConfig) -> float | None:
     run_dir = Path(hydra_cfg.runtime.output_dir)
     # The jobs of a sweep train with one fast path (the first job's choice, in the sweep folder).
     sweep_dir = Path(hydra_cfg.sweep.dir) if hydra_cfg.mode == RunMode.MULTIRUN else None
-    if os.environ.get(RESUME_ENV):
-        metrics = resume_sweep_job(cfg, run_dir, sweep_dir)
-    else:
-        metrics = run(cfg, run_dir, sweep_dir=sweep_dir)
+    try:
+        if os.environ.get(RESUME_ENV):
+            metrics = resume_sweep_job(cfg, run_dir, sweep_dir)
+        else:
+            metrics = run(cfg, run_dir, sweep_dir=sweep_dir)
+    except CnnbenchError as error:
+        if hydra_cfg.mode == RunMode.MULTIRUN:
+            raise  # the sweep reports the failed job with its overrides
+        # One run: the message alone (no "Error executing job" preamble from Hydra), and a run refused
+        # before it started leaves no folder behind.
+        _discard_unstarted(run_dir)
+        _refuse(error)
     # The final test error: what Hydra sweepers (e.g. Optuna) minimize.
     return metrics.get("test_error") if metrics else None

@@ -128,33 +128,23 @@ def split_bench_options(overrides: Sequence[str]) -> tuple[list[str], dict[str, 
 
 def compose_config(overrides: Sequence[str]):
     """The composed Hydra config for ``overrides``; ``data=synthetic`` unless data/experiment is set."""
-    from hydra import compose, initialize_config_dir
-    from hydra.core.global_hydra import GlobalHydra
     from hydra.errors import HydraException
     from omegaconf.errors import OmegaConfBaseException
 
-    from cnnbench.config import conf_dir
+    from cnnbench.overrides import clean_hydra_message, compose, explain_override_problem
 
     overrides = list(overrides)
     groups = {item.lstrip("+~").partition("=")[0] for item in overrides}
     if not groups & {"data", "experiment"}:
         overrides.insert(0, "data=synthetic")
-    # A Hydra app that ran earlier in this process may have left Hydra initialized: set it aside.
-    global_hydra = GlobalHydra.instance()
-    previous = global_hydra.hydra if global_hydra.is_initialized() else None
-    global_hydra.clear()
     try:
-        with initialize_config_dir(config_dir=str(conf_dir()), version_base="1.3", job_name="bench"):
-            return compose(config_name="config", overrides=overrides)
+        return compose(overrides, job_name="bench")
     except (HydraException, OmegaConfBaseException) as exc:
-        cause = f" ({exc.__cause__})" if exc.__cause__ else ""
         raise CnnbenchError(
-            f"{exc}{cause}\nSee the available choices with `cnnbench config --help` and `cnnbench models`."
+            explain_override_problem(overrides, "bench")
+            or f"{clean_hydra_message(exc)} `cnnbench bench -h` lists the config groups and their choices; "
+            f"`cnnbench config` prints every key."
         ) from None
-    finally:
-        if previous is not None:
-            global_hydra.clear()
-            global_hydra.initialize(previous)
 
 
 def load_baseline():

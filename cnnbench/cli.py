@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import sys
 from collections.abc import Iterator
@@ -10,11 +11,45 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
+from typer.core import TyperGroup
 
 from cnnbench.errors import print_error
+from cnnbench.overrides import HYDRA_FLAGS, groups_help, unknown_flags
+
+
+class CnnbenchGroup(TyperGroup):
+    """Every command's usage errors (an unknown option, a missing argument, a typo in a command) as the
+    one-paragraph ``error:`` that every other refusal uses, with the command's help to look at."""
+
+    def main(self, *args, standalone_mode: bool = True, **kwargs):  # type: ignore[override]
+        from typer._click import exceptions
+        from typer.exceptions import Abort
+
+        try:
+            code = super().main(*args, standalone_mode=False, **kwargs)
+        except exceptions.NoArgsIsHelpError as exc:
+            typer.echo(exc.ctx.get_help())  # `cnnbench` or `cnnbench data` alone: the help, exit 0
+            code = 0
+        except exceptions.UsageError as exc:
+            where = exc.ctx.command_path if exc.ctx else "cnnbench"
+            message = exc.format_message().rstrip()
+            print_error(f"{message}{'' if message.endswith(('.', '?')) else '.'} See `{where} -h`.")
+            code = exc.exit_code
+        except exceptions.ClickException as exc:
+            print_error(exc.format_message())
+            code = exc.exit_code
+        except Abort:
+            print_error("Aborted.")
+            code = 1
+        code = code if isinstance(code, int) else 0
+        if standalone_mode:
+            sys.exit(code)
+        return code
+
 
 app = typer.Typer(
     name="cnnbench",
+    cls=CnnbenchGroup,
     help=(
         "Train plain and residual CIFAR nets and compare them (He et al. 2016, Figure 6). "
         "Runs land in outputs/; open them with `tensorboard --logdir outputs`."
@@ -25,7 +60,52 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
 )
 
-FORWARD = {"allow_extra_args": True, "ignore_unknown_options": True, "help_option_names": ["--help"]}
+# Commands that pass Hydra overrides (and Hydra's flags) through; -h/--help stay cnnbench's own help.
+FORWARD = {"allow_extra_args": True, "ignore_unknown_options": True, "help_option_names": ["-h", "--help"]}
+GROUPS_EPILOG = "Config groups (group=option):\n\n" + groups_help()
+
+
+def version_callback(value: bool) -> None:
+    if value:
+        from importlib.metadata import PackageNotFoundError, version
+
+        import cnnbench
+
+        def installed(name: str) -> str:
+            try:
+                return version(name)
+            except PackageNotFoundError:
+                return "not installed"
+
+        typer.echo(
+            f"cnnbench {cnnbench.__version__} (torch {installed('torch')}, "
+            f"hydra-core {installed('hydra-core')}, Python {sys.version.split()[0]})"
+        )
+        raise typer.Exit()
+
+
+@app.callback()
+def root(
+    version: Annotated[
+        bool,
+        typer.Option("--version", "-V", callback=version_callback, is_eager=True, help="Print the version."),
+    ] = False,
+) -> None:
+    """Train plain and residual CIFAR nets and compare them (He et al. 2016, Figure 6)."""
+
+
+def refuse_unknown_flags(command: str, args: list[str], own: set[str], hydra: bool = True) -> None:
+    """An option neither the command nor Hydra takes is refused (Hydra would read it as an override)."""
+    bad = unknown_flags(args, (HYDRA_FLAGS if hydra else set()) | own)
+    if bad:
+        hint = " (Hydra's own flags pass through: --cfg job, --info, --hydra-help, ...)" if hydra else ""
+        print_error(
+            f"No such option for `cnnbench {command}`: {', '.join(bad)}{hint}. See `cnnbench {command} -h` "
+            f"for its options; overrides are written without dashes (depth=56)."
+        )
+        raise typer.Exit(2)
+
+
 OverridesArg = Annotated[
     list[str] | None,
     typer.Argument(
@@ -47,15 +127,19 @@ def user_errors() -> Iterator[None]:
         raise typer.Exit(exc.exit_code) from None
 
 
-def run_hydra(args: list[str]) -> int:
+def run_hydra(args: list[str], command: str = "train") -> int:
     """Run the Hydra app with ``args`` as its command line; user errors become messages, not tracebacks."""
     from hydra.errors import HydraException
     from omegaconf.errors import OmegaConfBaseException
 
     from cnnbench.errors import CnnbenchError
+    from cnnbench.overrides import clean_hydra_message, explain_override_problem
+    from cnnbench.runfiles import LAUNCH_ENV
 
     # Hydra re-raises instead of printing its own trimmed traceback; we print the message alone.
     os.environ["HYDRA_FULL_ERROR"] = "1"
+    # The command as typed, for env.json (Hydra reads sys.argv, which holds only its own arguments).
+    os.environ[LAUNCH_ENV] = json.dumps(["cnnbench", command, *args])
     saved_argv = sys.argv
     sys.argv = ["cnnbench", *args]
     try:
@@ -66,9 +150,11 @@ def run_hydra(args: list[str]) -> int:
         print_error(str(exc))
         return exc.exit_code
     except (HydraException, OmegaConfBaseException) as exc:
-        cause = f" ({exc.__cause__})" if exc.__cause__ else ""
+        problem = explain_override_problem(args, command)
         print_error(
-            f"{exc}{cause}\nSee the available choices with `cnnbench config --help` and `cnnbench models`."
+            problem
+            or f"{clean_hydra_message(exc)} `cnnbench {command} -h` lists the config groups and their "
+            f"choices; `cnnbench config` prints every key."
         )
         return 2
     finally:
@@ -76,7 +162,7 @@ def run_hydra(args: list[str]) -> int:
     return 0
 
 
-@app.command(context_settings=FORWARD)
+@app.command(context_settings=FORWARD, epilog=GROUPS_EPILOG)
 def train(
     overrides: OverridesArg = None,
     multirun: Annotated[
@@ -103,14 +189,21 @@ def train(
     Hydra's own flags pass through: --cfg job, --info, --hydra-help, hydra.run.dir=..., hydra/launcher=joblib.
     """
     args = list(overrides or [])
+    refuse_unknown_flags("train", args, set())
     if multirun and {"--cfg", "-c", "--info", "-i"} & set(args):
         print_error("--cfg/--info print one configuration; use them without -m/--multirun.")
         raise typer.Exit(2)
+    if multirun and not any(a.startswith("hydra/sweeper=") for a in args):
+        # Every job's config is checked before the sweep folder is made or any job starts (a custom
+        # sweeper proposes jobs as it goes: those are checked as they start).
+        code = list_sweep_jobs(args, quiet=True, command="train")
+        if code:
+            raise typer.Exit(code)
     ctx = distributed_setup(multirun)
     if ctx.rank > 0:
         # Rank 0 writes .hydra/ and train.log; the other ranks only train.
         args += ["hydra.output_subdir=null", "hydra/job_logging=none", "hydra/hydra_logging=none"]
-    raise typer.Exit(run_hydra((["--multirun"] if multirun else []) + args))
+    raise typer.Exit(run_hydra((["--multirun"] if multirun else []) + args, "train"))
 
 
 def distributed_setup(multirun: bool):
@@ -129,14 +222,89 @@ def distributed_setup(multirun: bool):
     return ctx
 
 
-@app.command(context_settings=FORWARD)
-def config(overrides: OverridesArg = None) -> None:
-    """Print the composed config for OVERRIDES (groups: model, data, augment, optimizer, schedule, trainer,
-    experiment).
+@app.command(context_settings=FORWARD, epilog=GROUPS_EPILOG)
+def config(
+    overrides: OverridesArg = None,
+    multirun: Annotated[
+        bool,
+        typer.Option(
+            "--multirun", "-m", help="List the jobs the sweep would launch (overrides, folders); train none."
+        ),
+    ] = False,
+) -> None:
+    """Print the composed config for OVERRIDES, or with -m the jobs of a sweep.
 
-    Example: cnnbench config model=plain depth=56 data=digits
+    Hydra's flags pass through: --cfg job|hydra|all (default: job), -p/--package KEY (one section, e.g.
+    -p trainer), --resolve, --info.
+
+    Examples:
+
+      cnnbench config model=plain depth=56 data=digits
+
+      cnnbench config -m experiment=degradation_quick
+
+      cnnbench config -p schedule --resolve experiment=resnet110
     """
-    raise typer.Exit(run_hydra([*(overrides or []), "--cfg", "job"]))
+    from cnnbench.overrides import experiment_sweep, split_flags
+
+    args = list(overrides or [])
+    refuse_unknown_flags("config", args, set())
+    given, flags = split_flags(args)
+    if multirun:
+        if {"--cfg", "-c", "-p", "--package", "--info", "-i"} & set(flags):
+            print_error(
+                "config -m lists a sweep's jobs; --cfg/-p/--info show one job's config. Drop -m and give the "
+                "job's values, e.g. `cnnbench config experiment=degradation_quick model=plain depth=20`."
+            )
+            raise typer.Exit(2)
+        raise typer.Exit(list_sweep_jobs(args))
+    if not {"--cfg", "-c", "--info", "-i", "--hydra-help"} & set(flags):
+        args += ["--cfg", "job"]
+    code = run_hydra(args, "config")
+    sweep = experiment_sweep(given)
+    unset = [key for key in sweep if not any(o.split("=", 1)[0] == key for o in given)]
+    if code == 0 and unset:
+        experiment = next(o for o in given if o.startswith("experiment="))
+        typer.echo(
+            f"note: {experiment} is a sweep ({'; '.join(f'{k}: {v}' for k, v in sweep.items())}); above is "
+            f"its config before the swept values. List its jobs with `cnnbench config -m {experiment}`.",
+            err=True,
+        )
+    raise typer.Exit(code)
+
+
+def list_sweep_jobs(args: list[str], quiet: bool = False, command: str = "config") -> int:
+    """Compose the sweep like `cnnbench train -m` does, with a launcher that checks and lists the jobs
+    instead of running them (``quiet``: checks only)."""
+    import shutil
+    import tempfile
+
+    from hydra.core.plugins import Plugins
+
+    from hydra_plugins.cnnbench_list_launcher.list_launcher import ListLauncher
+
+    # Hydra's plugin discovery cannot walk an editable install's namespace packages: register it by hand.
+    Plugins.instance().register(ListLauncher)
+    scratch = tempfile.mkdtemp(prefix="cnnbench-config-m-")  # Hydra writes multirun.yaml to the sweep dir
+    try:
+        # The launcher's own settings (n_jobs, timeout_min, ...) do not change the jobs: left out.
+        kept = [
+            a for a in args if not a.startswith(("hydra/launcher=", "hydra.launcher.", "hydra.sweep.dir="))
+        ]
+        return run_hydra(
+            [
+                "--multirun",
+                *kept,
+                "hydra/launcher=cnnbench_list",
+                f"hydra.launcher.quiet={str(quiet).lower()}",
+                f"hydra.sweep.dir={scratch}",
+                "hydra/hydra_logging=none",
+                "hydra/job_logging=none",
+            ],
+            command,
+        )
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
 
 
 @app.command()
@@ -153,6 +321,14 @@ def resume(
     Example: cnnbench resume outputs/resnet56/2026-11-23_14-12-03_123456
     """
     with user_errors():
+        if not directory.exists():
+            from cnnbench.errors import CnnbenchError
+
+            raise CnnbenchError(
+                f"{directory} does not exist. Give `cnnbench resume` a run folder "
+                f"(outputs/<model><depth>/<stamp>) or a sweep folder (outputs/multirun/<stamp>); "
+                f"`cnnbench status outputs/...` lists them."
+            )
         if (directory / "multirun.yaml").is_file():
             from cnnbench.resume import resume_sweep
 
@@ -215,10 +391,19 @@ def models(
 
         from cnnbench.models.summary import model_table
 
-        Console().print(model_table(wanted, only=model, with_flops=flops))
+        with Console(stderr=True).status("Building models (on the meta device: no weights)...") as spinner:
+            table, skipped = model_table(
+                wanted,
+                only=model,
+                with_flops=flops,
+                progress=lambda label: spinner.update(f"Counting {label}..."),
+            )
+        Console().print(table)
+        if skipped:
+            typer.echo("Skipped, not valid depths of the family (rules above): " + "; ".join(skipped) + ".")
 
 
-@app.command(context_settings=FORWARD)
+@app.command(context_settings=FORWARD, epilog=GROUPS_EPILOG)
 def bench(
     overrides: OverridesArg = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the results as JSON (for scripts).")] = False,
@@ -244,6 +429,7 @@ def bench(
 
     Example: cnnbench bench model=resnet depth=56 data=synthetic
     """
+    refuse_unknown_flags("bench", list(overrides or []), set(), hydra=False)
     with user_errors():
         if probe:
             from cnnbench.bench import run_probe

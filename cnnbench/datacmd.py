@@ -24,9 +24,13 @@ class FileCheck:
 def check_names(names: list[str]) -> list[str]:
     unknown = [n for n in names if n not in NAMES]
     if unknown or not names:
+        from cnnbench.overrides import did_you_mean
+
         what = f"Unknown dataset {', '.join(map(repr, unknown))}" if unknown else "No dataset named"
+        hint = did_you_mean(unknown[0], NAMES).strip() if unknown else ""
         raise CnnbenchError(
-            f"{what}: the datasets that can be downloaded are {', '.join(NAMES)} (digits ships with "
+            f"{what}{' (' + hint + ')' if hint else ''}: the datasets that can be downloaded are "
+            f"{', '.join(NAMES)} (digits ships with "
             f"scikit-learn, synthetic is generated). Run e.g. `cnnbench data download cifar10`."
         )
     return list(dict.fromkeys(names))

@@ -80,6 +80,41 @@ def _git_commit() -> str | None:
     return out.stdout.strip() or None if out.returncode == 0 else None
 
 
+# The command line as typed (`cnnbench train -m ...`), JSON, set by the CLI: Hydra's sys.argv lacks `train`.
+LAUNCH_ENV = "CNNBENCH_LAUNCH"
+
+
+def launched_with() -> list[str]:
+    """The command line that started this process's work, as the user typed it."""
+    try:
+        argv = json.loads(os.environ.get(LAUNCH_ENV, ""))
+    except json.JSONDecodeError:
+        argv = None
+    return argv if isinstance(argv, list) else list(sys.argv)
+
+
+def rerun_command() -> str:
+    """A shell command that trains this run again as written: `cnnbench train` and the job's overrides
+    (for a sweep job, its own values, not the sweep's lists)."""
+    import shlex
+
+    overrides = None
+    try:
+        from hydra.core.hydra_config import HydraConfig
+
+        if HydraConfig.initialized():
+            overrides = list(HydraConfig.get().overrides.task)
+    except ImportError:
+        pass
+    if overrides is None:
+        argv = launched_with()
+        overrides = [a for a in argv[2:] if not a.startswith("-")] if argv[1:2] == ["train"] else argv[1:]
+    world = int(os.environ.get("WORLD_SIZE", "1") or 1)
+    per_node = os.environ.get("LOCAL_WORLD_SIZE", str(world))
+    start = ["torchrun", f"--nproc-per-node={per_node}", "-m", "cnnbench"] if world > 1 else ["cnnbench"]
+    return shlex.join([*start, "train", *overrides])
+
+
 def environment(device: Any, precision: str, compiled: bool, synthetic: bool) -> dict[str, Any]:
     """What a reader needs to trust or reproduce a result."""
     import torch
@@ -104,7 +139,8 @@ def environment(device: Any, precision: str, compiled: bool, synthetic: bool) ->
         "precision": precision,
         "compile": compiled,
         "synthetic_data": synthetic,
-        "command": sys.argv,
+        "command": rerun_command(),
+        "launched_with": launched_with(),
         "start_time": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "host": socket.gethostname(),
     }

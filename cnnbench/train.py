@@ -60,6 +60,7 @@ class Trainer:
         check_config(cfg)
         self.cfg = cfg
         self.run_dir = Path(run_dir)
+        self.sweep_dir = Path(sweep_dir) if sweep_dir is not None else None
         self.ckpt_path = self.run_dir / CHECKPOINT_NAME
         checkpoint = load_checkpoint(self.ckpt_path) if resume else None
         if checkpoint is not None:
@@ -130,6 +131,14 @@ class Trainer:
         self.records.log_scalars(stats, iteration, shown=speed)
         self._log_gradflow()
         self.state.metrics.update(train_loss=stats["loss/train"], train_error=stats["error/train"])
+        self._end_warmup(iteration, stats["error/train"])
+
+    def _end_warmup(self, iteration: int, train_error: float) -> None:
+        """The paper's warm-up rule (schedule.warmup_until_error), at the end of a logging window: every rank
+        decides alike (the window's error is reduced over all ranks), before this iteration's checkpoint."""
+        lr_at = self.parts.lr_at
+        if lr_at.observe(iteration, train_error) and self.parts.dist.is_main:
+            log.info(lr_at.describe())  # metrics.json gets lr_at.record() at its next write
 
     def _evaluate_all(self) -> None:
         state = self.state
@@ -240,12 +249,22 @@ class Trainer:
             records.close()
 
     def _interrupted_message(self, signum: int) -> int:
+        # Commands to paste, even with spaces in the paths. In a sweep, resuming the sweep folder also
+        # starts the jobs that never ran; the job folder alone continues only this job.
+        if self.sweep_dir is not None:
+            how = (
+                f"Continue the sweep (this job and every job not finished) with:\n  cnnbench resume "
+                f"{shlex.quote(str(self.sweep_dir))}\nor this job alone with:\n  cnnbench resume "
+                f"{shlex.quote(str(self.run_dir))}"
+            )
+        else:
+            how = f"Continue with:\n  cnnbench resume {shlex.quote(str(self.run_dir))}"
         log.error(
-            "Interrupted by %s at iteration %d/%d; checkpoint written. Continue with:\n  cnnbench resume %s",
+            "Interrupted by %s at iteration %d/%d; checkpoint written. %s",
             signal.Signals(signum).name,
             self.state.iteration,
             int(self.cfg.trainer.max_iters),
-            shlex.quote(str(self.run_dir)),  # a command to paste, even with spaces in the path
+            how,
         )
         return 128 + signum
 

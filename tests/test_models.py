@@ -365,7 +365,8 @@ def test_eval_equals_expected_scaling(name: str, depth: int, options: dict) -> N
 @pytest.mark.parametrize(
     ("name", "depth", "options", "expected"),
     [
-        ("resnet", 21, {}, ["6n+2", "9n+2", "20", "26"]),
+        # The chosen block's rule only: 29 (9n+2) is not suggested to a basic-block net.
+        ("resnet", 21, {}, ["6n+2 for block=basic", "14, 20, 26, 32;"]),
         ("resnet", 32, {"block": "bottleneck"}, ["9n+2", "29", "38"]),
         ("plain", 26, {"block": "bottleneck"}, ["9n+2", "20", "29"]),
         ("resnet", 29, {}, ["6n+2", "26", "32"]),

@@ -86,6 +86,7 @@ def check_depth_for_option(
         is_valid_depth=is_valid,
         depth_rule=depth_rule,
         example_depths=tuple(example_depths),
+        depth_rule_for=None,  # already narrowed by the caller
     )
     check_depth(spec, depth)
 

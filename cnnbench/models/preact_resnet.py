@@ -14,7 +14,7 @@ from torch import nn
 
 from cnnbench.models.common import ResidualBlock, check_stochastic_depth, init_he, set_stochastic_depth
 from cnnbench.models.registry import register_model
-from cnnbench.models.resnet import blocks_per_stage, is_resnet_depth
+from cnnbench.models.resnet import blocks_per_stage, depth_rule_of_block, is_resnet_depth
 
 
 def _projection(in_planes: int, out_planes: int, stride: int) -> nn.Conv2d | None:
@@ -134,6 +134,7 @@ _BLOCK_TYPES: dict[str, type[PreActBasicBlock | PreActBottleneck]] = {
     depth_rule="9n+2 with block=bottleneck (the default) or 6n+2 with block=basic (n >= 1 blocks per stage)",
     example_depths=(56, 110, 164, 1001),
     description="Pre-activation ResNet (He et al. 2016b), bottleneck or basic blocks",
+    depth_rule_for=depth_rule_of_block("bottleneck"),
 )
 def preact_resnet(
     depth: int, num_classes: int = 10, block: str = "bottleneck", stochastic_depth: float = 1.0

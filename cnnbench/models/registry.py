@@ -10,8 +10,8 @@ module imports no family. The papers' parameter counts are in ``cnnbench/referen
 from __future__ import annotations
 
 import inspect
-from collections.abc import Callable, Iterable
-from dataclasses import dataclass
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, replace
 
 from torch import nn
 
@@ -26,6 +26,17 @@ class ModelSpec:
     depth_rule: str  # human-readable, e.g. "6n+2"
     example_depths: tuple[int, ...]
     description: str = ""
+    # For families whose valid depths depend on an option (ResNet's ``block``): the options -> the rule
+    # (is_valid, depth_rule, example_depths) for those options, or None for the union rule above.
+    depth_rule_for: Callable[[Mapping[str, object]], tuple | None] | None = None
+
+    def narrowed(self, options: Mapping[str, object] | None) -> ModelSpec:
+        """This spec with the depth rule of ``options`` (e.g. block=basic: 6n+2 only)."""
+        rule = self.depth_rule_for(options or {}) if self.depth_rule_for else None
+        if rule is None:
+            return self
+        is_valid, depth_rule, examples = rule
+        return replace(self, is_valid_depth=is_valid, depth_rule=depth_rule, example_depths=tuple(examples))
 
 
 _REGISTRY: dict[str, ModelSpec] = {}
@@ -38,6 +49,7 @@ def register_model(
     depth_rule: str,
     example_depths: Iterable[int],
     description: str = "",
+    depth_rule_for: Callable[[Mapping[str, object]], tuple | None] | None = None,
 ) -> Callable[[Callable[..., nn.Module]], Callable[..., nn.Module]]:
     """Decorator: register ``builder`` under ``name``."""
 
@@ -51,6 +63,7 @@ def register_model(
             depth_rule=depth_rule,
             example_depths=tuple(example_depths),
             description=description or (inspect.getdoc(builder) or "").split("\n")[0],
+            depth_rule_for=depth_rule_for,
         )
         return builder
 
@@ -63,8 +76,11 @@ def list_models() -> list[str]:
 
 def get_model_spec(name: str) -> ModelSpec:
     if name not in _REGISTRY:
+        from cnnbench.overrides import did_you_mean
+
         raise CnnbenchError(
-            f"Unknown model {name!r}. Available models: {', '.join(sorted(_REGISTRY))}. "
+            f"Unknown model {name!r}.{did_you_mean(str(name), _REGISTRY)} "
+            f"Available models: {', '.join(sorted(_REGISTRY))}. "
             f"Pick one with model=<name>, e.g. `cnnbench train model=resnet depth=20`."
         )
     return _REGISTRY[name]
@@ -77,13 +93,23 @@ def nearest_valid_depths(spec: ModelSpec, depth: int, count: int = 2, search: in
     return sorted(below) + above
 
 
-def check_depth(spec: ModelSpec, depth: int) -> None:
-    if not isinstance(depth, int) or isinstance(depth, bool) or not spec.is_valid_depth(depth):
-        near = nearest_valid_depths(spec, depth) if isinstance(depth, int) else list(spec.example_depths)
+def check_depth(spec: ModelSpec, depth: object, options: Mapping[str, object] | None = None) -> None:
+    """``depth`` fits the family (with ``options``, e.g. block=basic); else one CnnbenchError with the
+    valid depths near it."""
+    spec = spec.narrowed(options)
+    if not isinstance(depth, int) or isinstance(depth, bool):
+        raise CnnbenchError(
+            f"depth={depth!r} must be a whole number; for model {spec.name!r} it is {spec.depth_rule}. "
+            f"The usual depths: {', '.join(map(str, spec.example_depths))}. Set e.g. "
+            f"depth={spec.example_depths[0]}."
+        )
+    if not spec.is_valid_depth(depth):
+        near = nearest_valid_depths(spec, depth)
         raise CnnbenchError(
             f"depth={depth} is not valid for model {spec.name!r}: its depth must be {spec.depth_rule}. "
             f"Valid depths near it: {', '.join(map(str, near))}; "
-            f"the usual ones: {', '.join(map(str, spec.example_depths))}. Set e.g. depth={near[0]}."
+            f"the usual ones: {', '.join(map(str, spec.example_depths))}. "
+            f"Set e.g. depth={min(near, key=lambda d: (abs(d - depth), d))}."
         )
 
 
@@ -94,7 +120,7 @@ def build_model(name: str, depth: int, num_classes: int = 10, **options: object)
     with the valid choices.
     """
     spec = get_model_spec(name)
-    check_depth(spec, depth)
+    check_depth(spec, depth, options)
     accepted = inspect.signature(spec.builder).parameters
     unknown = sorted(k for k in options if k not in accepted)
     if unknown:

@@ -147,6 +147,16 @@ def is_resnet_depth(depth: int) -> bool:
 RESNET_DEPTH_RULE = "6n+2 with block=basic or 9n+2 with block=bottleneck (n >= 1 blocks per stage)"
 
 
+def depth_rule_of_block(default_block: str):
+    """The registry's ``depth_rule_for``: the chosen block's rule (None for an unknown block: the builder
+    names the valid blocks)."""
+
+    def rule(options):
+        return DEPTH_RULES.get(str(options.get("block") or default_block))
+
+    return rule
+
+
 def blocks_per_stage(model: str, depth: int, block: str) -> int:
     """Check ``block`` and that ``depth`` fits it (CnnbenchError listing valid depths otherwise)."""
     check_choice(model, "block", block, BLOCKS)
@@ -224,6 +234,7 @@ _EXAMPLE_DEPTHS = (20, 32, 44, 56, 110, 1202)
     depth_rule=RESNET_DEPTH_RULE,
     example_depths=_EXAMPLE_DEPTHS,
     description="CIFAR ResNet (He et al. 2016), basic or bottleneck blocks, shortcut option A or B",
+    depth_rule_for=depth_rule_of_block("basic"),
 )
 def resnet(
     depth: int,
@@ -244,6 +255,7 @@ def resnet(
     depth_rule=RESNET_DEPTH_RULE,
     example_depths=_EXAMPLE_DEPTHS,
     description="The ResNet without shortcuts (He et al. 2016, Fig. 6 left)",
+    depth_rule_for=depth_rule_of_block("basic"),
 )
 def plain(
     depth: int,
