@@ -391,7 +391,7 @@ def models(
 
         from cnnbench.models.summary import model_table
 
-        with Console(stderr=True).status("Building models (on the meta device: no weights)...") as spinner:
+        with Console(stderr=True).status("Building models...") as spinner:
             table, skipped = model_table(
                 wanted,
                 only=model,

@@ -75,18 +75,21 @@ class TrainStep:
         """The update on a mixed batch: the loss mixes the two labels' losses with weight ``lam``."""
         p = self.parts
         if not p.cuda_graphs:
-            loss_fn = functools.partial(
-                mixed_cross_entropy,
-                targets_a=labels_a,
-                targets_b=labels_b,
-                lam=lam,
-                label_smoothing=p.label_smoothing,
-            )
-            return self.update(images, labels_a, loss_fn)
+            return self.update(images, labels_a, self._mixed_loss(labels_a, labels_b, lam))
         result = self._graphed("mixed", self._mixed_update)(images, labels_a, labels_b, lam)
         if p.ema is not None:
             p.ema.update_parameters(p.model)
         return result
+
+    def _mixed_loss(self, labels_a: torch.Tensor, labels_b: torch.Tensor, lam: torch.Tensor) -> Callable:
+        """The loss of a mixed batch: the two labels' losses mixed with weight ``lam``."""
+        return functools.partial(
+            mixed_cross_entropy,
+            targets_a=labels_a,
+            targets_b=labels_b,
+            lam=lam,
+            label_smoothing=self.parts.label_smoothing,
+        )
 
     # The updates a CUDA graph captures: the same model_step and losses as the eager path.
     def _graphed(self, kind: str, update: Callable) -> GraphedUpdate:
@@ -107,13 +110,7 @@ class TrainStep:
         self, images: torch.Tensor, labels_a: torch.Tensor, labels_b: torch.Tensor, lam: torch.Tensor
     ) -> tuple[torch.Tensor, torch.Tensor]:
         p = self.parts
-        loss_fn = functools.partial(
-            mixed_cross_entropy,
-            targets_a=labels_a,
-            targets_b=labels_b,
-            lam=lam,
-            label_smoothing=p.label_smoothing,
-        )
+        loss_fn = self._mixed_loss(labels_a, labels_b, lam)
         return model_step(
             p.train_forward, p.optimizer, p.scaler, self._graph_autocast, images, labels_a, loss_fn
         )
