@@ -65,3 +65,11 @@ def test_pip_install_then_bench_with_the_baseline(tmp_path):
     assert bench.returncode == 0, bench.stdout + bench.stderr
     result = json.loads(bench.stdout[bench.stdout.index("{") :])
     assert result["speedup"] is not None and result["baseline_train_img_per_s"] > 0
+    # The sweep listing's launcher ships in the wheel (hydra_plugins/, found by Hydra's own plugin scan
+    # there): `config -m` lists the jobs, and `train -m` checks them with it before launching.
+    listed = subprocess.run(
+        [str(cnnbench), "config", "-m", "experiment=degradation_quick"], capture_output=True, text=True,
+        cwd=tmp_path, env=env,
+    )  # fmt: skip
+    assert listed.returncode == 0, listed.stdout + listed.stderr
+    assert "4 jobs" in listed.stdout and "depth=56,model=resnet" in listed.stdout
