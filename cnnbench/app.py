@@ -46,6 +46,7 @@ class RefuseOverwrite(Callback):
     """Refuse before Hydra writes anything into a folder that already holds results."""
 
     def on_run_start(self, config: DictConfig, **kwargs: Any) -> None:
+        _new_run_folder.clear()  # an earlier run of this process says nothing about this one
         if int(os.environ.get("RANK", "0")) > 0:
             return  # torchrun: rank 0 checks (and the other ranks find its files there)
         _refuse_unswept_experiment(config)

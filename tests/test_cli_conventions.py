@@ -318,3 +318,14 @@ def test_models_says_which_depths_it_skipped(cli):
     assert "Skipped, not valid depths of the family (rules above): resnet 10, 21." in " ".join(
         result.output.split()
     )
+
+
+def test_a_refusal_never_removes_a_folder_that_existed_before(cli, tmp_path):
+    """Only the folders the refused call itself created go, even after an earlier run in this process."""
+    assert cli("train", *TINY).exit_code == 0  # a first run creates its own folder
+    kept = tmp_path / "mine"
+    kept.mkdir()
+    (kept / "notes.txt").write_text("my notes")
+    result = cli("train", "data=digits", "data.val_size=5000", f"hydra.run.dir={kept}")
+    assert_clean_refusal(result, "data.val_size=5000")
+    assert (kept / "notes.txt").read_text() == "my notes"
