@@ -53,7 +53,7 @@ class RefuseOverwrite(Callback):
         from cnnbench.engine.continuation import decide
         from cnnbench.validate import check_config
 
-        task = _task_config(config)
+        task = task_config(config)
         try:
             check_config(task)  # a refused config leaves no run folder behind
             # trainer.resume: continue the same run, return for a completed one, refuse another run.
@@ -79,7 +79,7 @@ class RefuseOverwrite(Callback):
             )
 
 
-def _task_config(config: DictConfig) -> DictConfig:
+def task_config(config: DictConfig) -> DictConfig:
     """The job's config as the task function gets it: everything but the ``hydra`` section."""
     from omegaconf import OmegaConf
 

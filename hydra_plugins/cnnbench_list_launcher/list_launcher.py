@@ -71,13 +71,12 @@ class ListLauncher(Launcher):
 
 def _config_problem(job: DictConfig) -> str | None:
     """What cnnbench.validate refuses in this job's config (the checks `cnnbench train` runs first)."""
+    from cnnbench.app import task_config
     from cnnbench.errors import CnnbenchError
     from cnnbench.validate import check_config
 
-    task = OmegaConf.create({key: job[key] for key in job if key != "hydra"})
-    OmegaConf.set_struct(task, True)
     try:
-        check_config(task)
+        check_config(task_config(job))
     except CnnbenchError as error:
         return str(error)
     return None
