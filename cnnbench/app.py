@@ -14,7 +14,7 @@ import hydra
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig
 
-from cnnbench.config import conf_dir
+from cnnbench.core.config import conf_dir
 from cnnbench.errors import CnnbenchError, print_error
 from cnnbench.gpus import register_resolvers as register_gpu_resolvers
 from cnnbench.runfiles import holds_run

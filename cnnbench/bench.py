@@ -43,7 +43,7 @@ from typing import Any
 
 import torch
 
-from cnnbench.cpuload import OtherLoad
+from cnnbench.core.cpuload import OtherLoad
 from cnnbench.errors import CnnbenchError
 from cnnbench.fastpath import matmul_peak_gflops
 
@@ -131,7 +131,7 @@ def compose_config(overrides: Sequence[str]):
     from hydra.errors import HydraException
     from omegaconf.errors import OmegaConfBaseException
 
-    from cnnbench.overrides import clean_hydra_message, compose, explain_override_problem
+    from cnnbench.core.overrides import clean_hydra_message, compose, explain_override_problem
 
     overrides = list(overrides)
     groups = {item.lstrip("+~").partition("=")[0] for item in overrides}
@@ -554,7 +554,7 @@ def run_probe(overrides: list[str], as_json: bool = False) -> dict[str, Any]:
     from rich.console import Console
     from rich.table import Table
 
-    from cnnbench.device import resolve_device
+    from cnnbench.core.device import resolve_device
     from cnnbench.fastpath import PROBE_BATCH, PROBE_DEPTH, cache_dir, parse_candidate, probe
     from cnnbench.gpus import job_device
 

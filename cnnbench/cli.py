@@ -14,7 +14,7 @@ import typer
 from typer.core import TyperGroup
 
 from cnnbench.errors import print_error
-from cnnbench.overrides import HYDRA_FLAGS, groups_help, unknown_flags
+from cnnbench.core.overrides import HYDRA_FLAGS, groups_help, unknown_flags
 
 
 class CnnbenchGroup(TyperGroup):
@@ -133,7 +133,7 @@ def run_hydra(args: list[str], command: str = "train") -> int:
     from omegaconf.errors import OmegaConfBaseException
 
     from cnnbench.errors import CnnbenchError
-    from cnnbench.overrides import clean_hydra_message, explain_override_problem
+    from cnnbench.core.overrides import clean_hydra_message, explain_override_problem
     from cnnbench.runfiles import LAUNCH_ENV
 
     # Hydra re-raises instead of printing its own trimmed traceback; we print the message alone.
@@ -208,7 +208,7 @@ def train(
 
 def distributed_setup(multirun: bool):
     """Under torchrun: join the process group and agree on rank 0's run folder stamp."""
-    from cnnbench.distributed import context, init, share_run_stamp
+    from cnnbench.core.distributed import context, init, share_run_stamp
 
     ctx = context()
     if ctx.enabled:
@@ -245,7 +245,7 @@ def config(
 
       cnnbench config -p schedule --resolve experiment=resnet110
     """
-    from cnnbench.overrides import experiment_sweep, split_flags
+    from cnnbench.core.overrides import experiment_sweep, split_flags
 
     args = list(overrides or [])
     refuse_unknown_flags("config", args, set())

@@ -24,7 +24,7 @@ class FileCheck:
 def check_names(names: list[str]) -> list[str]:
     unknown = [n for n in names if n not in NAMES]
     if unknown or not names:
-        from cnnbench.overrides import did_you_mean
+        from cnnbench.core.overrides import did_you_mean
 
         what = f"Unknown dataset {', '.join(map(repr, unknown))}" if unknown else "No dataset named"
         hint = did_you_mean(unknown[0], NAMES).strip() if unknown else ""

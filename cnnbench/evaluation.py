@@ -187,7 +187,7 @@ def parse_data_overrides(items: Sequence[str]) -> dict[str, Any]:
 def _group_defaults(name: str) -> dict[str, Any] | None:
     import yaml
 
-    from cnnbench.config import conf_dir
+    from cnnbench.core.config import conf_dir
 
     path = conf_dir() / "data" / f"{name}.yaml"
     if not path.is_file():
@@ -201,7 +201,7 @@ def data_section(cfg: Any, overrides: dict[str, Any]) -> dict[str, Any]:
     dataset's defaults. Unknown keys are refused (a typo would otherwise be ignored by the loader)."""
     from omegaconf import OmegaConf
 
-    from cnnbench.config import conf_dir
+    from cnnbench.core.config import conf_dir
 
     section = OmegaConf.to_container(cfg.data, resolve=True)
     name = overrides.get("name")
@@ -364,7 +364,7 @@ def evaluate_run(run_dir: Path, options: EvalOptions, cache: _DataCache) -> Eval
     """Evaluate one run folder (nothing written; ``write_outputs`` does that)."""
     from datetime import datetime, timezone
 
-    from cnnbench.device import autocast, resolve_precision
+    from cnnbench.core.device import autocast, resolve_precision
     from cnnbench.engine.trained import load_trained
 
     weights = WEIGHTS[options.weights]

@@ -40,8 +40,8 @@ from typing import Any
 
 import torch
 
-from cnnbench.cpuload import OtherLoad
-from cnnbench.device import CPU_COMPILE_MIN_ITERS, CUDA_COMPILE_MIN_ITERS, autocast, resolve_precision
+from cnnbench.core.cpuload import OtherLoad
+from cnnbench.core.device import CPU_COMPILE_MIN_ITERS, CUDA_COMPILE_MIN_ITERS, autocast, resolve_precision
 from cnnbench.errors import CnnbenchError
 
 log = logging.getLogger("cnnbench")

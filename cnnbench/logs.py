@@ -39,7 +39,7 @@ def setup_logging(run_dir: Path) -> None:
     train.log; used by `cnnbench resume`, which runs outside Hydra."""
     from omegaconf import OmegaConf
 
-    from cnnbench.config import conf_dir
+    from cnnbench.core.config import conf_dir
 
     config = OmegaConf.load(conf_dir() / "hydra" / "job_logging" / "cnnbench.yaml")
     config.handlers.file.filename = str(run_dir / LOG_NAME)  # Hydra fills in its output dir here

@@ -19,7 +19,7 @@ from omegaconf import DictConfig
 from omegaconf.errors import OmegaConfBaseException
 
 from cnnbench.checkpoint import CHECKPOINT_NAME, load_checkpoint, save_checkpoint
-from cnnbench.distributed import all_reduce, broadcast_object, context, shutdown
+from cnnbench.core.distributed import all_reduce, broadcast_object, context, shutdown
 from cnnbench.engine.continuation import decide
 from cnnbench.engine.parts import build_parts
 from cnnbench.engine.records import RunRecords
@@ -28,7 +28,7 @@ from cnnbench.engine.step import RunDiverged, TrainStep, evaluate
 from cnnbench.errors import CnnbenchError
 from cnnbench.fastpath import CACHE_FILE as FASTPATH_RECORD
 from cnnbench.runfiles import BEST_CHECKPOINT_NAME, existing_run_error, holds_run, read_env
-from cnnbench.signals import GracefulStop
+from cnnbench.core.signals import GracefulStop
 from cnnbench.validate import check_config
 
 log = logging.getLogger("cnnbench")

@@ -26,7 +26,7 @@ def _positive(cfg: DictConfig, key: str, kind: type = int) -> None:
 def _check_numerics(cfg: DictConfig) -> None:
     """trainer.tf32, and trainer.bn_group (ghost BatchNorm) dividing every process's batch: no silent
     last, smaller group."""
-    from cnnbench.distributed import context
+    from cnnbench.core.distributed import context
 
     tf32 = cfg.trainer.get("tf32")
     if tf32 is not None and not isinstance(tf32, bool):
@@ -67,7 +67,7 @@ def _check_precision_fits_device(trainer: DictConfig) -> None:
     """fp16 autocast on a CPU has no fast kernels: a run would crawl with no output and look hung."""
     if trainer.precision != "fp16" or trainer.get("allow_slow_precision", False):
         return
-    from cnnbench.device import resolve_device
+    from cnnbench.core.device import resolve_device
 
     if resolve_device(trainer.device).type == "cpu":
         raise CnnbenchError(
@@ -83,10 +83,10 @@ def check_config(cfg: DictConfig) -> None:
     """Names, depth and the numbers the loop divides by; each failure is one clear CnnbenchError."""
     from cnnbench.data import DATASETS
     from cnnbench.data.augment import check_augment
-    from cnnbench.device import PRECISIONS
+    from cnnbench.core.device import PRECISIONS
     from cnnbench.models.registry import check_depth, get_model_spec
-    from cnnbench.optim import optimizer_kwargs
-    from cnnbench.schedule import SCHEDULES, make_lr_schedule
+    from cnnbench.core.optim import optimizer_kwargs
+    from cnnbench.core.schedule import SCHEDULES, make_lr_schedule
 
     try:
         for key in (

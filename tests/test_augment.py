@@ -7,7 +7,7 @@ from hydra import compose, initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
 from omegaconf import OmegaConf
 
-from cnnbench.config import conf_dir
+from cnnbench.core.config import conf_dir
 from cnnbench.data.augment import AugmentOptions, BatchAugment, check_augment, normalization_stats
 from cnnbench.data.loader import DeviceBatches
 from cnnbench.errors import CnnbenchError

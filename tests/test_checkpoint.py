@@ -38,7 +38,7 @@ def global_rngs() -> Iterator[None]:
 
 
 def test_rng_states_round_trip_through_a_weights_only_checkpoint(tmp_path: Path, global_rngs: None) -> None:
-    from cnnbench.rng import rng_state, seed_everything, set_rng_state
+    from cnnbench.core.rng import rng_state, seed_everything, set_rng_state
 
     seed_everything(123)
     random.random(), np.random.rand(3), torch.rand(3)

@@ -16,7 +16,7 @@ from conftest import TINY
 from omegaconf import OmegaConf
 
 import cnnbench
-from cnnbench.overrides import config_groups
+from cnnbench.core.overrides import config_groups
 
 # Every command, with arguments that get it past its required ones (a path that does not exist: commands
 # that take folders must refuse it cleanly).
@@ -178,7 +178,7 @@ def test_a_refused_config_leaves_no_outputs_folder_at_all(cli, tmp_path):
 
 def test_fp16_on_a_cpu_can_be_forced():
     from cnnbench.errors import CnnbenchError
-    from cnnbench.overrides import compose
+    from cnnbench.core.overrides import compose
     from cnnbench.validate import check_config
 
     cfg = compose(["data=digits", "trainer.precision=fp16", "trainer.device=cpu"])
@@ -205,7 +205,7 @@ def _experiments() -> list[str]:
 
 @pytest.mark.parametrize("experiment", _experiments())
 def test_config_m_lists_every_job_of_each_experiment(cli, tmp_path, experiment):
-    from cnnbench.overrides import experiment_sweep
+    from cnnbench.core.overrides import experiment_sweep
 
     sweep = experiment_sweep([f"experiment={experiment}"])
     values = [v.split(",") for v in sweep.values()]

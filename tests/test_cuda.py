@@ -21,7 +21,7 @@ import pytest
 import torch
 
 from cnnbench.bench import compose_config
-from cnnbench.distributed import DistContext, shutdown
+from cnnbench.core.distributed import DistContext, shutdown
 from cnnbench.engine.parts import Parts, build_parts
 from cnnbench.engine.step import TrainStep, evaluate
 

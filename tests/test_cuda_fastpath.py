@@ -76,7 +76,7 @@ def test_a_new_lr_takes_effect_inside_the_graph_without_recapture_or_recompile(c
     from torch._dynamo.utils import counters
 
     from cnnbench.engine.step import TrainStep
-    from cnnbench.optim import set_lr
+    from cnnbench.core.optim import set_lr
 
     parts = _parts("trainer.precision=bf16", f"trainer.compile={str(compiled).lower()}", graphs=True)
     step = TrainStep(parts)

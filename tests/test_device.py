@@ -1,7 +1,7 @@
 import pytest
 import torch
 
-from cnnbench.device import resolve_device, resolve_precision
+from cnnbench.core.device import resolve_device, resolve_precision
 from cnnbench.errors import CnnbenchError
 
 CPU = torch.device("cpu")

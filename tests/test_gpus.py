@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from cnnbench import gpus
-from cnnbench.config import conf_dir
+from cnnbench.core.config import conf_dir
 from cnnbench.errors import CnnbenchError
 
 

@@ -21,7 +21,7 @@ from cnnbench.models.common import ResidualBlock, linear_decay
 from cnnbench.models.paper import paper_params
 from cnnbench.models.preact_resnet import PreActBasicBlock, PreActBottleneck
 from cnnbench.models.resnet import BasicBlock, Bottleneck
-from cnnbench.reference import conditions, entries
+from cnnbench.core.reference import conditions, entries
 
 CONF_DIR = Path(__file__).resolve().parents[1] / "conf" / "model"
 FAMILIES = [

@@ -23,8 +23,8 @@ from torch import nn
 from cnnbench.errors import CnnbenchError
 from cnnbench.models import build_model
 from cnnbench.models.ghostbn import GhostBatchNorm2d, use_ghost_bn
-from cnnbench.numerics import bn_images, describe
-from cnnbench.schedule import LrSchedule, make_lr_schedule
+from cnnbench.core.numerics import bn_images, describe
+from cnnbench.core.schedule import LrSchedule, make_lr_schedule
 
 # ----- ghost BatchNorm --------------------------------------------------------------------------------
 
@@ -178,7 +178,7 @@ def _compose(*overrides: str) -> DictConfig:
     from hydra import compose, initialize_config_dir
     from hydra.core.global_hydra import GlobalHydra
 
-    from cnnbench.config import conf_dir
+    from cnnbench.core.config import conf_dir
 
     GlobalHydra.instance().clear()
     with initialize_config_dir(config_dir=str(conf_dir()), version_base="1.3"):

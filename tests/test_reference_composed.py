@@ -1,4 +1,4 @@
-"""The papers' numbers (cnnbench/reference.yaml) against configs composed from the real conf/.
+"""The papers' numbers (cnnbench/core/reference.yaml) against configs composed from the real conf/.
 
 Run folders elsewhere in the tests are written by hand; here every config comes from Hydra's compose API
 (as lightning-hydra-template's tests do), so a config key or value that the reference file names
@@ -20,10 +20,10 @@ from hydra import compose, initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
 from omegaconf import DictConfig, OmegaConf
 
-from cnnbench.config import conf_dir
+from cnnbench.core.config import conf_dir
 from cnnbench.models import build_model, list_models, paper_param_count
 from cnnbench.models.paper import resolved_options
-from cnnbench.reference import conditions, entries, family_note, family_options, load_reference
+from cnnbench.core.reference import conditions, entries, family_note, family_options, load_reference
 from cnnbench.report import make_report, paper_reference
 
 Compose = Callable[..., DictConfig]

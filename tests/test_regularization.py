@@ -109,7 +109,7 @@ def test_the_new_keys_at_their_off_values_change_nothing(tmp_path):
 
 def test_no_decay_bn_bias_puts_the_1d_parameters_in_a_group_without_weight_decay():
     from cnnbench.models import build_model
-    from cnnbench.optim import build_optimizer
+    from cnnbench.core.optim import build_optimizer
 
     model = build_model("resnet", depth=8)
     cfg = {"_target_": "torch.optim.SGD", "name": "sgd", "lr": 0.1, "weight_decay": 5e-4}
@@ -122,7 +122,7 @@ def test_no_decay_bn_bias_puts_the_1d_parameters_in_a_group_without_weight_decay
 
 
 def test_onecycle_matches_torchs_one_cycle_lr():
-    from cnnbench.schedule import make_lr_schedule
+    from cnnbench.core.schedule import make_lr_schedule
 
     iters, lr = 50, 0.2
     ours = make_lr_schedule({"name": "onecycle", "pct_start": 0.3}, lr, iters)
@@ -137,7 +137,7 @@ def test_onecycle_matches_torchs_one_cycle_lr():
 
 
 def test_linear_warm_up_rises_to_the_schedule():
-    from cnnbench.schedule import make_lr_schedule
+    from cnnbench.core.schedule import make_lr_schedule
 
     lr = make_lr_schedule(
         {"name": "cosine", "warmup_iters": 10, "warmup_lr": 0.0, "warmup": "linear", "min_lr": 0.0}, 0.1, 110

@@ -159,7 +159,7 @@ def compose_tiny(*overrides: str) -> DictConfig:
     from hydra import compose, initialize_config_dir
     from hydra.core.global_hydra import GlobalHydra
 
-    from cnnbench.config import conf_dir
+    from cnnbench.core.config import conf_dir
 
     GlobalHydra.instance().clear()
     with initialize_config_dir(config_dir=str(conf_dir()), version_base="1.3"):
@@ -679,7 +679,7 @@ def test_second_ctrl_c_during_the_checkpoint_write_keeps_the_previous_checkpoint
 
 
 def test_graceful_stop_first_signal_asks_second_ctrl_c_aborts() -> None:
-    from cnnbench.signals import GracefulStop
+    from cnnbench.core.signals import GracefulStop
 
     before = signal.getsignal(signal.SIGINT), signal.getsignal(signal.SIGTERM)
     with GracefulStop() as stop:

@@ -22,7 +22,7 @@ from typer.testing import CliRunner
 
 from cnnbench import gpus
 from cnnbench.cli import app
-from cnnbench.config import conf_dir
+from cnnbench.core.config import conf_dir
 
 MAX_ITERS = 10
 # Everything but model/depth/seed: kept in a test experiment (experiment= is left out of folder names).

@@ -290,7 +290,7 @@ def run_landscape(
     """Evaluate every grid point not yet in the CSV, appending each; draw and log the figure when done."""
     from rich.console import Console
 
-    from cnnbench.signals import GracefulStop
+    from cnnbench.core.signals import GracefulStop
 
     console = console or Console(stderr=True)
     s = plan_.settings

@@ -172,7 +172,7 @@ def grad_norms(
     model: nn.Module, layer_names: Sequence[str], images: torch.Tensor, labels: torch.Tensor, seed: int
 ) -> GradNorms:
     """Gradient norms of the mean cross-entropy on one batch, BN in train mode, on a copy of ``model``."""
-    from cnnbench.rng import seed_everything
+    from cnnbench.core.rng import seed_everything
 
     work = copy.deepcopy(model).train()
     work.zero_grad(set_to_none=True)
@@ -246,7 +246,7 @@ def initial_model(compared: Compared) -> nn.Module:
     """The model as training initialized it: the global RNG seeded with the run's seed, then built."""
     from cnnbench.engine.parts import model_options_of
     from cnnbench.models import build_model
-    from cnnbench.rng import seed_everything
+    from cnnbench.core.rng import seed_everything
 
     cfg = compared.run.cfg
     seed_everything(int(cfg.seed))

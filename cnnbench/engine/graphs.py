@@ -8,7 +8,7 @@ backward, optimizer step) and keeps it correct:
 - **static inputs**: each call copies its batch (and targets) into buffers the graph reads, one
   device-to-device copy each, no host sync;
 - **the learning rate** is a device tensor that the (fused) optimizer reads inside the graph; the
-  schedule writes each value into it in place (``cnnbench.optim.set_lr``), so a new lr never needs a
+  schedule writes each value into it in place (``cnnbench.core.optim.set_lr``), so a new lr never needs a
   new capture;
 - **warm-up**: the first ``WARMUP_STEPS`` calls run eagerly on a side stream, as torch.cuda.graph's
   documentation asks: cuDNN picks its algorithms, torch.compile compiles, the optimizer creates its

@@ -16,7 +16,7 @@ from cnnbench.engine.continuation import close_attempt, open_attempt
 from cnnbench.engine.parts import Parts, model_options_of
 from cnnbench.engine.state import RunState
 from cnnbench.gpus import sharing_record
-from cnnbench.numerics import bn_images, describe, tf32_active
+from cnnbench.core.numerics import bn_images, describe, tf32_active
 from cnnbench.progress import Progress
 from cnnbench.runfiles import ENV_NAME, METRICS_NAME, environment, read_metrics, write_json_atomic
 from cnnbench.tb import TensorBoardLog

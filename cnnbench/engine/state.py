@@ -17,7 +17,7 @@ from omegaconf import DictConfig, OmegaConf
 from cnnbench.engine.parts import Parts, augment_seed
 from cnnbench.engine.step import TrainStep
 from cnnbench.errors import CnnbenchError
-from cnnbench.rng import rng_state, set_rng_state
+from cnnbench.core.rng import rng_state, set_rng_state
 from cnnbench.runfiles import SAVED_CONFIG
 
 CHECKPOINT_VERSION = 1

@@ -15,7 +15,7 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 
 from cnnbench.checkpoint import load_checkpoint
-from cnnbench.device import autocast, resolve_device
+from cnnbench.core.device import autocast, resolve_device
 from cnnbench.engine.parts import DeviceData, load_device_data, model_options_of
 from cnnbench.errors import CnnbenchError
 from cnnbench.models import build_model

@@ -1,7 +1,7 @@
 """Parameter counts the papers print (CIFAR-10, millions), looked up for any model configuration.
 
-The figures and the rule that matches a configuration to them are in ``cnnbench/reference.yaml``, read
-by ``cnnbench.reference`` (the same entries ``cnnbench report`` takes its test errors from). This module
+The figures and the rule that matches a configuration to them are in ``cnnbench/core/reference.yaml``, read
+by ``cnnbench.core.reference`` (the same entries ``cnnbench report`` takes its test errors from). This module
 fills in what a configuration leaves out the way ``build_model`` would build the net: the builder's
 defaults, and densenet's ``compression: null`` (0.5 with bottleneck, 1.0 without). Options that do not
 change the count at the printed precision (e.g. shortcut A or B: ResNet-20 has 272,474 parameters with
@@ -18,7 +18,7 @@ from typing import NamedTuple
 
 from cnnbench.models.densenet import effective_compression
 from cnnbench.models.registry import get_model_spec
-from cnnbench.reference import citation, entries, match
+from cnnbench.core.reference import citation, entries, match
 
 # Model-section keys of the config that are not builder options.
 _NOT_OPTIONS = {"name", "default_depth"}

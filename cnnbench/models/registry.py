@@ -3,7 +3,7 @@
 A family registers a builder ``f(depth, num_classes, **options) -> nn.Module`` plus what the CLI and
 the error messages need to know about it: which depths are valid. The families register when
 ``cnnbench.models`` is imported (which importing this module does first, as its parent package); this
-module imports no family. The papers' parameter counts are in ``cnnbench/reference.yaml``
+module imports no family. The papers' parameter counts are in ``cnnbench/core/reference.yaml``
 (``cnnbench.models.paper``).
 """
 
@@ -76,7 +76,7 @@ def list_models() -> list[str]:
 
 def get_model_spec(name: str) -> ModelSpec:
     if name not in _REGISTRY:
-        from cnnbench.overrides import did_you_mean
+        from cnnbench.core.overrides import did_you_mean
 
         raise CnnbenchError(
             f"Unknown model {name!r}.{did_you_mean(str(name), _REGISTRY)} "

@@ -5,7 +5,7 @@ Depth 6n+4: a 3x3 conv with 16 filters, three stages of n pre-activation basic b
 (the paper uses 0.3 on CIFAR); 1x1 projections where the shape changes, including the first block
 whenever k > 1.
 
-The papers' counts per (depth, width) are in ``cnnbench/reference.yaml``;
+The papers' counts per (depth, width) are in ``cnnbench/core/reference.yaml``;
 ``cnnbench.models.paper.paper_param_count`` answers for any width.
 """
 

@@ -1,5 +1,5 @@
 """Reports over run folders: He et al. 2016 Figure 6 style curves, a table per configuration and the
-papers' numbers (``cnnbench/reference.yaml``) next to the measured ones.
+papers' numbers (``cnnbench/core/reference.yaml``) next to the measured ones.
 
 ``make_report([Path("outputs/multirun/<stamp>")])`` writes report.png, report.md and report.csv;
 ``print_report(result, console)`` shows the table in the terminal; ``paper_reference(config)`` looks a

@@ -1,4 +1,4 @@
-"""A run's paper number, its config looked up in ``cnnbench/reference.yaml`` (``cnnbench.reference``).
+"""A run's paper number, its config looked up in ``cnnbench/core/reference.yaml`` (``cnnbench.core.reference``).
 
 The model options are resolved the way ``build_model`` builds the net (``cnnbench.models.paper``), so a
 config composed from ``conf/`` and a hand-written one with fewer keys find the same entry.
@@ -11,7 +11,7 @@ from typing import Any
 
 from cnnbench.models.paper import resolved_options
 from cnnbench.models.registry import list_models
-from cnnbench.reference import citation, dataset_label, family_note, load_reference, match
+from cnnbench.core.reference import citation, dataset_label, family_note, load_reference, match
 
 __all__ = ["dataset_label", "family_note", "load_reference", "paper_reference"]
 

@@ -13,7 +13,7 @@ from typing import Any
 import numpy as np
 
 from cnnbench.errors import CnnbenchError
-from cnnbench.numerics import bn_images, describe
+from cnnbench.core.numerics import bn_images, describe
 from cnnbench.runfiles import METRICS_NAME, SAVED_CONFIG, read_env
 
 # Config sections that define the experiment. Everything else (trainer, device, seed, hydra, logging)
@@ -65,7 +65,7 @@ class Run:
     # Model selection on a validation split (data.val_size); None without one.
     best_val_error: float | None = None
     test_error_at_best_val: float | None = None  # the honest test number: weights picked on validation
-    numerics: str | None = None  # e.g. "paper (fp32, BN/64)" (cnnbench.numerics); None: unknown
+    numerics: str | None = None  # e.g. "paper (fp32, BN/64)" (cnnbench.core.numerics); None: unknown
 
     def primary_key(self) -> str:
         """What a configuration is named by: data, augmentation, model, options, depth."""

@@ -117,7 +117,7 @@ class Row:
 
     @property
     def numerics(self) -> str | None:
-        """The runs' numerics (cnnbench.numerics), e.g. "fast (bf16, BN/128)"; several joined by "; "."""
+        """The runs' numerics (cnnbench.core.numerics), e.g. "fast (bf16, BN/128)"; several joined by "; "."""
         labels = sorted({r.numerics for r in self.runs if r.numerics})
         return "; ".join(labels) if labels else None
 

@@ -14,4 +14,4 @@ def conf_dir() -> Path:
             return packaged
     except ModuleNotFoundError:
         pass
-    return Path(__file__).resolve().parent.parent / "conf"
+    return Path(__file__).resolve().parents[2] / "conf"

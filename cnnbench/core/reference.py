@@ -1,4 +1,4 @@
-"""The papers' numbers (``cnnbench/reference.yaml``): the one reader of that file and its matching rule.
+"""The papers' numbers (``cnnbench/core/reference.yaml``): the one reader of that file and its matching rule.
 
 ``match(model, depth, options, dataset=...)`` gives the entries whose test error a run with that
 configuration is compared with (``cnnbench.report.reference.paper_reference``);
@@ -26,8 +26,8 @@ _RANGES = {"gt": operator.gt, "ge": operator.ge, "lt": operator.lt, "le": operat
 
 @functools.lru_cache(maxsize=1)
 def load_reference() -> dict[str, Any]:
-    """The parsed ``cnnbench/reference.yaml`` (shipped as package data)."""
-    text = resources.files("cnnbench").joinpath("reference.yaml").read_text(encoding="utf-8")
+    """The parsed ``cnnbench/core/reference.yaml`` (shipped as package data)."""
+    text = resources.files("cnnbench.core").joinpath("reference.yaml").read_text(encoding="utf-8")
     return yaml.safe_load(text)
 
 

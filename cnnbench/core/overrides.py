@@ -12,7 +12,7 @@ from collections.abc import Iterable, Mapping
 from functools import lru_cache
 from pathlib import Path
 
-from cnnbench.config import conf_dir
+from cnnbench.core.config import conf_dir
 
 # Hydra's command-line flags (hydra/_internal/utils.py get_args_parser): which take a value.
 HYDRA_FLAGS_WITH_VALUE = {
