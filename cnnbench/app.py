@@ -17,8 +17,8 @@ from omegaconf import DictConfig
 from cnnbench.core.config import conf_dir
 from cnnbench.errors import CnnbenchError, print_error
 from cnnbench.gpus import register_resolvers as register_gpu_resolvers
-from cnnbench.runfiles import holds_run
-from cnnbench.runnames import register as register_run_names
+from cnnbench.runs.files import holds_run
+from cnnbench.runs.names import register as register_run_names
 
 # ${cnnbench.run_name:} names sweep job folders (conf/config.yaml); jobs in other processes import this too.
 register_run_names()
@@ -50,8 +50,8 @@ class RefuseOverwrite(Callback):
         if int(os.environ.get("RANK", "0")) > 0:
             return  # torchrun: rank 0 checks (and the other ranks find its files there)
         _refuse_unswept_experiment(config)
-        from cnnbench.engine.continuation import decide
-        from cnnbench.validate import check_config
+        from cnnbench.runs.continuation import decide
+        from cnnbench.runs.validate import check_config
 
         task = task_config(config)
         try:

@@ -219,7 +219,7 @@ def measure(
     """
     from cnnbench.engine.parts import build_parts
     from cnnbench.engine.step import TrainStep, evaluate
-    from cnnbench.validate import check_config
+    from cnnbench.runs.validate import check_config
 
     _check_options(iters, warmup, repeats, window, eval_images)
     check_config(cfg)

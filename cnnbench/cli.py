@@ -13,8 +13,8 @@ from typing import Annotated
 import typer
 from typer.core import TyperGroup
 
-from cnnbench.errors import print_error
 from cnnbench.core.overrides import HYDRA_FLAGS, groups_help, unknown_flags
+from cnnbench.errors import print_error
 
 
 class CnnbenchGroup(TyperGroup):
@@ -132,9 +132,9 @@ def run_hydra(args: list[str], command: str = "train") -> int:
     from hydra.errors import HydraException
     from omegaconf.errors import OmegaConfBaseException
 
-    from cnnbench.errors import CnnbenchError
     from cnnbench.core.overrides import clean_hydra_message, explain_override_problem
-    from cnnbench.runfiles import LAUNCH_ENV
+    from cnnbench.errors import CnnbenchError
+    from cnnbench.runs.files import LAUNCH_ENV
 
     # Hydra re-raises instead of printing its own trimmed traceback; we print the message alone.
     os.environ["HYDRA_FULL_ERROR"] = "1"

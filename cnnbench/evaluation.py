@@ -25,7 +25,7 @@ import torch
 import torch.nn.functional as F
 
 from cnnbench.errors import CnnbenchError
-from cnnbench.runfiles import BEST_CHECKPOINT_NAME, CHECKPOINT_NAME, holds_run, write_json_atomic
+from cnnbench.runs.files import BEST_CHECKPOINT_NAME, CHECKPOINT_NAME, holds_run, write_json_atomic
 
 EVAL_NAME = "eval.json"
 CONFUSION_NAME = "confusion.png"
@@ -513,7 +513,7 @@ def find_eval_dirs(paths: Sequence[Path]) -> list[Path]:
     """Run folders under ``paths``: a path that holds a run itself (checkpoint.pt or metrics.json, or a
     saved config), else the run folders found below it the way ``cnnbench report`` finds them."""
     from cnnbench.report.runs import find_run_dirs
-    from cnnbench.runfiles import SAVED_CONFIG
+    from cnnbench.runs.files import SAVED_CONFIG
 
     found: list[Path] = []
     for path in (Path(p) for p in paths):

@@ -79,7 +79,7 @@ def _sidecar(path: Path) -> Path:
 
 def _check_target(run_dir: Path, path: Path, force: bool) -> None:
     """Never a file training wrote (even with --force); never an existing file without --force."""
-    from cnnbench.runfiles import (
+    from cnnbench.runs.files import (
         BEST_CHECKPOINT_NAME,
         CHECKPOINT_NAME,
         ENV_NAME,

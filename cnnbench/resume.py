@@ -15,8 +15,8 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
-from cnnbench.checkpoint import has_checkpoint
-from cnnbench.runfiles import (
+from cnnbench.runs.checkpoint import has_checkpoint
+from cnnbench.runs.files import (
     MULTIRUN_RECORD,
     SAVED_CONFIG,
     SAVED_OVERRIDES,
@@ -31,8 +31,8 @@ SKIP_STATUSES = ("completed", "diverged")
 
 def resume_run(run_dir: Path) -> int:
     """Continue one run folder in place, as ``trainer.resume=must`` does; returns the exit code."""
-    from cnnbench.engine.continuation import decide
-    from cnnbench.logs import setup_logging
+    from cnnbench.runs.continuation import decide
+    from cnnbench.runs.logs import setup_logging
     from cnnbench.train import run
 
     metrics = read_metrics(run_dir) or {}
@@ -92,7 +92,7 @@ SUBDIR_KEY = "hydra.sweep.subdir="
 def _job_folder_naming(record: DictConfig) -> list[str]:
     """The sweep's own job-folder naming, as an override: a sweep made when folders were named by
     override_dirname resumes into those folders, not into new ones named by what varies."""
-    from cnnbench.runnames import OVERRIDE_DIRNAME_SUBDIR, SUBDIR
+    from cnnbench.runs.names import OVERRIDE_DIRNAME_SUBDIR, SUBDIR
 
     subdir = OmegaConf.to_container(record.hydra.sweep, resolve=False).get("subdir")
     return [f"{SUBDIR_KEY}{subdir}"] if subdir in (SUBDIR, OVERRIDE_DIRNAME_SUBDIR) else []

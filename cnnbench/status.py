@@ -30,7 +30,7 @@ from pathlib import Path
 from typing import Any
 
 from cnnbench.errors import CnnbenchError
-from cnnbench.runfiles import (
+from cnnbench.runs.files import (
     CHECKPOINT_NAME,
     METRICS_NAME,
     MULTIRUN_RECORD,
@@ -342,7 +342,7 @@ def sweep_combinations(record: Any) -> tuple[list[Combination] | None, str | Non
     item_sep, kv_sep = str(naming.get("item_sep", ",")), str(naming.get("kv_sep", "="))
 
     def dirname(combo: tuple[str, ...]) -> str:
-        from cnnbench.runnames import record_job_name  # the sweep's hydra.sweep.subdir naming
+        from cnnbench.runs.names import record_job_name  # the sweep's hydra.sweep.subdir naming
 
         named = record_job_name(hydra, combo)
         if named is not None:

@@ -18,18 +18,18 @@ from typing import Any
 from omegaconf import DictConfig
 from omegaconf.errors import OmegaConfBaseException
 
-from cnnbench.checkpoint import CHECKPOINT_NAME, load_checkpoint, save_checkpoint
 from cnnbench.core.distributed import all_reduce, broadcast_object, context, shutdown
-from cnnbench.engine.continuation import decide
+from cnnbench.core.signals import GracefulStop
 from cnnbench.engine.parts import build_parts
 from cnnbench.engine.records import RunRecords
 from cnnbench.engine.state import RunState, check_same_config, checkpoint_state, recorded_fast_path, restore
 from cnnbench.engine.step import RunDiverged, TrainStep, evaluate
 from cnnbench.errors import CnnbenchError
 from cnnbench.fastpath import CACHE_FILE as FASTPATH_RECORD
-from cnnbench.runfiles import BEST_CHECKPOINT_NAME, existing_run_error, holds_run, read_env
-from cnnbench.core.signals import GracefulStop
-from cnnbench.validate import check_config
+from cnnbench.runs.checkpoint import CHECKPOINT_NAME, load_checkpoint, save_checkpoint
+from cnnbench.runs.continuation import decide
+from cnnbench.runs.files import BEST_CHECKPOINT_NAME, existing_run_error, holds_run, read_env
+from cnnbench.runs.validate import check_config
 
 log = logging.getLogger("cnnbench")
 

@@ -141,7 +141,7 @@ def _final(run_dir: Path) -> dict:
 def test_ctrl_c_then_resume_on_cuda_is_exact(tmp_path, monkeypatch, deterministic):
     """Stopped at iteration 20 (a checkpoint, an evaluation) and resumed: the same metrics, weights and
     momentum as the uninterrupted run, bit for bit (CUDA RNG, sampler and augmentation state restored)."""
-    from cnnbench.checkpoint import CHECKPOINT_NAME
+    from cnnbench.runs.checkpoint import CHECKPOINT_NAME
     from cnnbench.train import run
 
     cfg = compose_config(

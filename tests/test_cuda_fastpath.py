@@ -75,8 +75,8 @@ def test_the_captured_step_trains_like_the_eager_step(precision, extra):
 def test_a_new_lr_takes_effect_inside_the_graph_without_recapture_or_recompile(compiled):
     from torch._dynamo.utils import counters
 
-    from cnnbench.engine.step import TrainStep
     from cnnbench.core.optim import set_lr
+    from cnnbench.engine.step import TrainStep
 
     parts = _parts("trainer.precision=bf16", f"trainer.compile={str(compiled).lower()}", graphs=True)
     step = TrainStep(parts)

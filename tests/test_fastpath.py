@@ -353,8 +353,8 @@ def test_fused_and_foreach_sgd_give_the_same_weights_within_tolerance():
 
 
 def test_a_tensor_lr_is_filled_in_place_and_checkpoints_load_both_ways():
-    from cnnbench.models import build_model
     from cnnbench.core.optim import build_optimizer, set_lr
+    from cnnbench.models import build_model
 
     cfg = {"_target_": "torch.optim.SGD", "name": "sgd", "lr": 0.1, "momentum": 0.9, "weight_decay": 1e-4}
     model = build_model("plain", depth=8)

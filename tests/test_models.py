@@ -15,13 +15,13 @@ import torch
 from omegaconf import OmegaConf
 from torch import nn
 
+from cnnbench.core.reference import conditions, entries
 from cnnbench.errors import CnnbenchError
 from cnnbench.models import build_model, get_model_spec, list_models, paper_param_count
 from cnnbench.models.common import ResidualBlock, linear_decay
 from cnnbench.models.paper import paper_params
 from cnnbench.models.preact_resnet import PreActBasicBlock, PreActBottleneck
 from cnnbench.models.resnet import BasicBlock, Bottleneck
-from cnnbench.core.reference import conditions, entries
 
 CONF_DIR = Path(__file__).resolve().parents[1] / "conf" / "model"
 FAMILIES = [

@@ -20,11 +20,11 @@ import torch.nn.functional as F
 from omegaconf import DictConfig, OmegaConf
 from torch import nn
 
+from cnnbench.core.numerics import bn_images, describe
+from cnnbench.core.schedule import LrSchedule, make_lr_schedule
 from cnnbench.errors import CnnbenchError
 from cnnbench.models import build_model
 from cnnbench.models.ghostbn import GhostBatchNorm2d, use_ghost_bn
-from cnnbench.core.numerics import bn_images, describe
-from cnnbench.core.schedule import LrSchedule, make_lr_schedule
 
 # ----- ghost BatchNorm --------------------------------------------------------------------------------
 
@@ -186,7 +186,7 @@ def _compose(*overrides: str) -> DictConfig:
 
 
 def test_a_group_that_does_not_divide_the_batch_is_refused(cli, tmp_path: Path) -> None:
-    from cnnbench.validate import check_config
+    from cnnbench.runs.validate import check_config
 
     with pytest.raises(CnnbenchError, match=r"trainer.bn_group=48 does not divide trainer.batch_size=128"):
         check_config(_compose("trainer.bn_group=48"))
@@ -198,7 +198,7 @@ def test_a_group_that_does_not_divide_the_batch_is_refused(cli, tmp_path: Path) 
 
 
 def test_ddp_groups_are_per_process_and_exclude_sync_bn(monkeypatch: pytest.MonkeyPatch) -> None:
-    from cnnbench.validate import check_config
+    from cnnbench.runs.validate import check_config
 
     monkeypatch.setenv("WORLD_SIZE", "2")
     monkeypatch.setenv("RANK", "0")
@@ -226,7 +226,7 @@ def test_ddp_groups_are_per_process_and_exclude_sync_bn(monkeypatch: pytest.Monk
     ],
 )
 def test_bad_settings_are_one_clear_error(overrides: list[str], needle: str) -> None:
-    from cnnbench.validate import check_config
+    from cnnbench.runs.validate import check_config
 
     with pytest.raises(CnnbenchError) as error:
         check_config(_compose(*overrides))
@@ -234,7 +234,7 @@ def test_bad_settings_are_one_clear_error(overrides: list[str], needle: str) -> 
 
 
 def test_numerics_group_combines_with_the_experiments() -> None:
-    from cnnbench.validate import check_config
+    from cnnbench.runs.validate import check_config
 
     paper = _compose("numerics=paper")
     assert (paper.trainer.precision, paper.trainer.tf32, paper.trainer.bn_group) == ("fp32", False, 64)
@@ -430,8 +430,8 @@ def test_threshold_one_ends_the_warmup_at_the_first_check(tmp_path: Path, one_th
 def test_interrupted_before_or_after_the_switch_resumes_exactly(
     before_switch: bool, reference: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, one_thread: None
 ) -> None:
-    from cnnbench.checkpoint import load_checkpoint
     from cnnbench.engine.step import TrainStep
+    from cnnbench.runs.checkpoint import load_checkpoint
     from cnnbench.train import run
 
     ended = json.loads((reference / "metrics.json").read_text())["warmup_ended_at"]

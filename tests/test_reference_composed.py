@@ -21,9 +21,9 @@ from hydra.core.global_hydra import GlobalHydra
 from omegaconf import DictConfig, OmegaConf
 
 from cnnbench.core.config import conf_dir
+from cnnbench.core.reference import conditions, entries, family_note, family_options, load_reference
 from cnnbench.models import build_model, list_models, paper_param_count
 from cnnbench.models.paper import resolved_options
-from cnnbench.core.reference import conditions, entries, family_note, family_options, load_reference
 from cnnbench.report import make_report, paper_reference
 
 Compose = Callable[..., DictConfig]

@@ -108,8 +108,8 @@ def test_the_new_keys_at_their_off_values_change_nothing(tmp_path):
 
 
 def test_no_decay_bn_bias_puts_the_1d_parameters_in_a_group_without_weight_decay():
-    from cnnbench.models import build_model
     from cnnbench.core.optim import build_optimizer
+    from cnnbench.models import build_model
 
     model = build_model("resnet", depth=8)
     cfg = {"_target_": "torch.optim.SGD", "name": "sgd", "lr": 0.1, "weight_decay": 5e-4}

@@ -31,8 +31,8 @@ import yaml
 from omegaconf import DictConfig
 from typer.testing import CliRunner
 
-from cnnbench.checkpoint import CHECKPOINT_NAME, load_checkpoint
 from cnnbench.cli import app
+from cnnbench.runs.checkpoint import CHECKPOINT_NAME, load_checkpoint
 
 ITERS = 40
 TIMEOUT = 180
@@ -817,7 +817,7 @@ def test_a_failed_checkpoint_write_keeps_the_last_one_and_the_run_continues_late
     """A full disk or a read-only folder at the checkpoint of iteration 20: the run stops as interrupted
     with a clear message, checkpoint 10 survives intact, and once the disk is fixed the run continues
     exactly."""
-    from cnnbench import checkpoint as checkpoint_module
+    from cnnbench.runs import checkpoint as checkpoint_module
     from cnnbench.train import CheckpointNotWritten, run
 
     cfg = compose_tiny(f"trainer.max_iters={ITERS}", "trainer.ckpt_every=10")

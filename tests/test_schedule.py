@@ -2,8 +2,8 @@ import math
 
 import pytest
 
-from cnnbench.errors import CnnbenchError
 from cnnbench.core.schedule import make_lr_schedule
+from cnnbench.errors import CnnbenchError
 
 PAPER = {"name": "paper", "milestones": [32000, 48000], "gamma": 0.1, "warmup_iters": 0, "warmup_lr": 0.01}
 

@@ -244,9 +244,9 @@ def analyze_run(compared: Compared, samples: int | None, at_init: bool) -> RunAn
 
 def initial_model(compared: Compared) -> nn.Module:
     """The model as training initialized it: the global RNG seeded with the run's seed, then built."""
+    from cnnbench.core.rng import seed_everything
     from cnnbench.engine.parts import model_options_of
     from cnnbench.models import build_model
-    from cnnbench.core.rng import seed_everything
 
     cfg = compared.run.cfg
     seed_everything(int(cfg.seed))

@@ -18,21 +18,21 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 
 from cnnbench.compilecache import SWEEP_CACHE_DIR, use_shared_cache
+from cnnbench.core.device import autocast, resolve_device
+from cnnbench.core.distributed import DistContext, context, init
+from cnnbench.core.numerics import set_tf32
+from cnnbench.core.optim import build_optimizer, supports_fused
+from cnnbench.core.rng import seed_everything
+from cnnbench.core.schedule import LrSchedule
 from cnnbench.data import load_dataset
 from cnnbench.data.augment import BatchAugment, normalization_stats
 from cnnbench.data.loader import DeviceBatches
 from cnnbench.data.mixing import BatchMix
-from cnnbench.core.device import autocast, resolve_device
-from cnnbench.core.distributed import DistContext, context, init
 from cnnbench.errors import CnnbenchError
 from cnnbench.fastpath import FastPath, resolve
 from cnnbench.gpus import job_device
 from cnnbench.models import build_model
 from cnnbench.models.ghostbn import use_ghost_bn
-from cnnbench.core.numerics import set_tf32
-from cnnbench.core.optim import build_optimizer, supports_fused
-from cnnbench.core.rng import seed_everything
-from cnnbench.core.schedule import LrSchedule
 
 log = logging.getLogger("cnnbench")
 

@@ -12,14 +12,14 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
-from cnnbench.engine.continuation import close_attempt, open_attempt
+from cnnbench.core.numerics import bn_images, describe, tf32_active
 from cnnbench.engine.parts import Parts, model_options_of
 from cnnbench.engine.state import RunState
 from cnnbench.gpus import sharing_record
-from cnnbench.core.numerics import bn_images, describe, tf32_active
-from cnnbench.progress import Progress
-from cnnbench.runfiles import ENV_NAME, METRICS_NAME, environment, read_metrics, write_json_atomic
-from cnnbench.tb import TensorBoardLog
+from cnnbench.runs.continuation import close_attempt, open_attempt
+from cnnbench.runs.files import ENV_NAME, METRICS_NAME, environment, read_metrics, write_json_atomic
+from cnnbench.runs.progress import Progress
+from cnnbench.runs.tb import TensorBoardLog
 
 log = logging.getLogger("cnnbench")
 
@@ -90,7 +90,7 @@ class RunRecords:
             self.run_dir,
             resume_from=state.iteration if continued else None,
             enabled=self.enabled,
-            model=cfg.model.name,  # its Figure 6 family tags (cnnbench/tb.py)
+            model=cfg.model.name,  # its Figure 6 family tags (cnnbench/runs/tb.py)
         )
         self.progress: Progress | None = None
 

@@ -14,29 +14,14 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
+from cnnbench.core.rng import rng_state, set_rng_state
 from cnnbench.engine.parts import Parts, augment_seed
 from cnnbench.engine.step import TrainStep
 from cnnbench.errors import CnnbenchError
-from cnnbench.core.rng import rng_state, set_rng_state
-from cnnbench.runfiles import SAVED_CONFIG
+from cnnbench.runs.continuation import changed_settings, flatten_config
+from cnnbench.runs.files import SAVED_CONFIG
 
 CHECKPOINT_VERSION = 1
-
-# Settings a resumed run may change: where it runs and how fast, not what it computes.
-RESUME_MAY_CHANGE = (
-    "trainer.device",
-    "trainer.compile",
-    "trainer.compile_mode",
-    "trainer.cuda_graphs",
-    "trainer.fused_optimizer",
-    "trainer.eval_batch_size",
-    "data.root",
-    "data.download",
-    "data.url",
-    "data.md5",
-    "trainer.resume",
-)
-
 
 @dataclass
 class RunState:
@@ -150,40 +135,13 @@ def recorded_fast_path(checkpoint: Mapping[str, Any], env: Mapping[str, Any] | N
     }
 
 
-def _flatten(tree: Any, prefix: str = "") -> dict[str, Any]:
-    if isinstance(tree, Mapping):
-        return {k: v for key, value in tree.items() for k, v in _flatten(value, f"{prefix}{key}.").items()}
-    return {prefix.rstrip("."): tree}
-
-
-def changed_settings(saved: Mapping[str, Any], now: Mapping[str, Any]) -> list[str]:
-    """The dotted keys whose values differ between two resolved configs, but for RESUME_MAY_CHANGE."""
-    old, new = _flatten(saved), _flatten(now)
-    return sorted(
-        k for k in old.keys() | new.keys() if old.get(k) != new.get(k) and k not in RESUME_MAY_CHANGE
-    )
-
-
-def config_diff_error(run_dir: Path, changed: list[str], saved: Mapping[str, Any], now: Any) -> CnnbenchError:
-    """The refusal to continue a run under another config, with the diff."""
-    old = _flatten(saved)
-    new = _flatten(now if isinstance(now, Mapping) else OmegaConf.to_container(now, resolve=True))
-    shown = ", ".join(f"{k}: {old.get(k)!r} -> {new.get(k)!r}" for k in changed[:8])
-    more = f" and {len(changed) - 8} more" if len(changed) > 8 else ""
-    return CnnbenchError(
-        f"{run_dir} holds another run: its config differs from this one ({shown}{more}), so continuing it "
-        f"would not be the same run. Nothing was changed; train into a new folder (drop hydra.run.dir=...), "
-        f"or restore the settings to continue it."
-    )
-
-
 def check_same_config(cfg: DictConfig, checkpoint: Mapping[str, Any], run_dir: Path) -> None:
     """The saved config must still be the one the checkpoint was trained with (else: not a continuation)."""
     now = OmegaConf.to_container(cfg, resolve=True)
     changed = changed_settings(checkpoint.get("config", {}), now)
     if changed:
-        old = _flatten(checkpoint.get("config", {}))
-        new = _flatten(now)
+        old = flatten_config(checkpoint.get("config", {}))
+        new = flatten_config(now)
         shown = ", ".join(f"{k}: {old.get(k)!r} -> {new.get(k)!r}" for k in changed[:6])
         raise CnnbenchError(
             f"The config in {run_dir / SAVED_CONFIG} differs from the one checkpoint.pt was "

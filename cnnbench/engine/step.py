@@ -18,15 +18,15 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from cnnbench.data.mixing import dominant_targets, mixed_cross_entropy
 from cnnbench.core.device import autocast
 from cnnbench.core.distributed import all_reduce
+from cnnbench.core.optim import set_lr
+from cnnbench.data.mixing import dominant_targets, mixed_cross_entropy
 from cnnbench.engine.gradflow import GradFlow
 from cnnbench.engine.graphs import GraphedUpdate
 from cnnbench.engine.parts import Parts
 from cnnbench.engine.update import model_step
 from cnnbench.errors import CnnbenchError
-from cnnbench.core.optim import set_lr
 
 
 class RunDiverged(CnnbenchError):

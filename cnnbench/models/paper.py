@@ -16,9 +16,9 @@ import inspect
 from collections.abc import Mapping
 from typing import NamedTuple
 
+from cnnbench.core.reference import citation, entries, match
 from cnnbench.models.densenet import effective_compression
 from cnnbench.models.registry import get_model_spec
-from cnnbench.core.reference import citation, entries, match
 
 # Model-section keys of the config that are not builder options.
 _NOT_OPTIONS = {"name", "default_depth"}

@@ -9,9 +9,9 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
+from cnnbench.core.reference import citation, dataset_label, family_note, load_reference, match
 from cnnbench.models.paper import resolved_options
 from cnnbench.models.registry import list_models
-from cnnbench.core.reference import citation, dataset_label, family_note, load_reference, match
 
 __all__ = ["dataset_label", "family_note", "load_reference", "paper_reference"]
 

@@ -12,9 +12,9 @@ from typing import Any
 
 import numpy as np
 
-from cnnbench.errors import CnnbenchError
 from cnnbench.core.numerics import bn_images, describe
-from cnnbench.runfiles import METRICS_NAME, SAVED_CONFIG, read_env
+from cnnbench.errors import CnnbenchError
+from cnnbench.runs.files import METRICS_NAME, SAVED_CONFIG, read_env
 
 # Config sections that define the experiment. Everything else (trainer, device, seed, hydra, logging)
 # may differ between runs that are still seeds of one configuration.

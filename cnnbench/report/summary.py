@@ -10,7 +10,7 @@ from typing import Any
 
 from cnnbench.report.reference import paper_reference
 from cnnbench.report.runs import Run
-from cnnbench.runfiles import STATUSES
+from cnnbench.runs.files import STATUSES
 
 # Figure 6 order: plain left, ResNet right, other families after them.
 _FAMILY_ORDER = {"plain": 0, "resnet": 1}

@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 import time
 
-from cnnbench.logs import is_interactive
+from cnnbench.runs.logs import is_interactive
 
 log = logging.getLogger("cnnbench")
 

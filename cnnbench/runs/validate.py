@@ -81,12 +81,12 @@ def _check_precision_fits_device(trainer: DictConfig) -> None:
 
 def check_config(cfg: DictConfig) -> None:
     """Names, depth and the numbers the loop divides by; each failure is one clear CnnbenchError."""
-    from cnnbench.data import DATASETS
-    from cnnbench.data.augment import check_augment
     from cnnbench.core.device import PRECISIONS
-    from cnnbench.models.registry import check_depth, get_model_spec
     from cnnbench.core.optim import optimizer_kwargs
     from cnnbench.core.schedule import SCHEDULES, make_lr_schedule
+    from cnnbench.data import DATASETS
+    from cnnbench.data.augment import check_augment
+    from cnnbench.models.registry import check_depth, get_model_spec
 
     try:
         for key in (

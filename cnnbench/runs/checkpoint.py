@@ -10,7 +10,7 @@ from typing import Any
 import torch
 
 from cnnbench.errors import CnnbenchError
-from cnnbench.runfiles import CHECKPOINT_NAME, PREVIOUS_CHECKPOINT_NAME
+from cnnbench.runs.files import CHECKPOINT_NAME, PREVIOUS_CHECKPOINT_NAME
 
 __all__ = ["CHECKPOINT_NAME", "has_checkpoint", "load_checkpoint", "save_checkpoint"]
 

@@ -7,7 +7,7 @@ import logging.config
 import sys
 from pathlib import Path
 
-from cnnbench.runfiles import LOG_NAME
+from cnnbench.runs.files import LOG_NAME
 
 PLAIN_FORMAT = "[%(asctime)s][%(name)s][%(levelname)s] - %(message)s"
 

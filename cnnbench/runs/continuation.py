@@ -26,10 +26,25 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
-from cnnbench.checkpoint import has_checkpoint
-from cnnbench.engine.state import changed_settings, config_diff_error
 from cnnbench.errors import CnnbenchError
-from cnnbench.runfiles import SAVED_CONFIG, existing_run_error, holds_run, read_metrics
+from cnnbench.runs.checkpoint import has_checkpoint
+from cnnbench.runs.files import SAVED_CONFIG, existing_run_error, holds_run, read_metrics
+
+# Settings a resumed run may change: where it runs and how fast, not what it computes.
+RESUME_MAY_CHANGE = (
+    "trainer.device",
+    "trainer.compile",
+    "trainer.compile_mode",
+    "trainer.cuda_graphs",
+    "trainer.fused_optimizer",
+    "trainer.eval_batch_size",
+    "data.root",
+    "data.download",
+    "data.url",
+    "data.md5",
+    "trainer.resume",
+)
+
 
 RESUME_MODES = ("auto", "never", "must")
 KILLED = "killed without a chance to save (SIGKILL, node loss): continued from the last checkpoint"
@@ -145,3 +160,30 @@ def open_attempt(previous: list[dict[str, Any]], iteration: int) -> list[dict[st
 def close_attempt(attempts: list[dict[str, Any]], reason: str, iteration: int) -> None:
     if attempts:
         attempts[-1].update(stopped=_now(), reason=reason, end_iteration=iteration)
+
+
+def flatten_config(tree: Any, prefix: str = "") -> dict[str, Any]:
+    if isinstance(tree, Mapping):
+        return {k: v for key, value in tree.items() for k, v in flatten_config(value, f"{prefix}{key}.").items()}
+    return {prefix.rstrip("."): tree}
+
+
+def changed_settings(saved: Mapping[str, Any], now: Mapping[str, Any]) -> list[str]:
+    """The dotted keys whose values differ between two resolved configs, but for RESUME_MAY_CHANGE."""
+    old, new = flatten_config(saved), flatten_config(now)
+    return sorted(
+        k for k in old.keys() | new.keys() if old.get(k) != new.get(k) and k not in RESUME_MAY_CHANGE
+    )
+
+
+def config_diff_error(run_dir: Path, changed: list[str], saved: Mapping[str, Any], now: Any) -> CnnbenchError:
+    """The refusal to continue a run under another config, with the diff."""
+    old = flatten_config(saved)
+    new = flatten_config(now if isinstance(now, Mapping) else OmegaConf.to_container(now, resolve=True))
+    shown = ", ".join(f"{k}: {old.get(k)!r} -> {new.get(k)!r}" for k in changed[:8])
+    more = f" and {len(changed) - 8} more" if len(changed) > 8 else ""
+    return CnnbenchError(
+        f"{run_dir} holds another run: its config differs from this one ({shown}{more}), so continuing it "
+        f"would not be the same run. Nothing was changed; train into a new folder (drop hydra.run.dir=...), "
+        f"or restore the settings to continue it."
+    )
