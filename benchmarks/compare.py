@@ -27,7 +27,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from cnnbench.bench import _timed, compose_config  # noqa: E402
+from cnnbench.commands.bench import _timed, compose_config  # noqa: E402
 from cnnbench.engine.parts import Parts, build_parts  # noqa: E402
 from cnnbench.engine.step import TrainStep  # noqa: E402
 

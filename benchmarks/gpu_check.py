@@ -673,7 +673,7 @@ class GpuCheck:
 
     def record_jobs(self, result: dict[str, Any]) -> dict[str, Any]:
         """Cache the best k per mechanism for this GPU model (``CNNBENCH_JOBS_PER_GPU=auto``)."""
-        from cnnbench import gpus
+        from cnnbench.engine import gpus
 
         measured = {}
         for mechanism in gpus.MECHANISMS:
@@ -768,8 +768,8 @@ try:
             info["nccl"] = ".".join(map(str, torch.cuda.nccl.version()))
         except Exception:
             info["nccl"] = None
-    from cnnbench import gpus
-    from cnnbench.fastpath import candidates
+    from cnnbench.engine import gpus
+    from cnnbench.fastpath.resolve import candidates
     info["candidates"] = candidates(torch.device(sys.argv[1]))
     info["mps_running"] = gpus.mps_running()
     info["device_model"] = gpus.device_model()
@@ -1306,7 +1306,7 @@ def worker(args: argparse.Namespace) -> int:
     sys.path.insert(0, str(ROOT))
     import torch
 
-    from cnnbench.bench import compose_config
+    from cnnbench.commands.bench import compose_config
     from cnnbench.engine.parts import build_parts
     from cnnbench.engine.step import TrainStep
 

@@ -143,7 +143,7 @@ def run_hydra(args: list[str], command: str = "train") -> int:
     saved_argv = sys.argv
     sys.argv = ["cnnbench", *args]
     try:
-        from cnnbench.app import hydra_app
+        from cnnbench.commands.app import hydra_app
 
         hydra_app()
     except CnnbenchError as exc:
@@ -330,10 +330,10 @@ def resume(
                 f"`cnnbench status outputs/...` lists them."
             )
         if (directory / "multirun.yaml").is_file():
-            from cnnbench.resume import resume_sweep
+            from cnnbench.commands.resume import resume_sweep
 
             raise typer.Exit(run_hydra(resume_sweep(directory)))
-        from cnnbench.resume import resume_run
+        from cnnbench.commands.resume import resume_run
 
         raise typer.Exit(resume_run(directory))
 
@@ -432,11 +432,11 @@ def bench(
     refuse_unknown_flags("bench", list(overrides or []), set(), hydra=False)
     with user_errors():
         if probe:
-            from cnnbench.bench import run_probe
+            from cnnbench.commands.bench import run_probe
 
             run_probe(list(overrides or []), as_json=as_json)
             return
-        from cnnbench.bench import run_bench
+        from cnnbench.commands.bench import run_bench
 
         run_bench(list(overrides or []), as_json=as_json, with_baseline=baseline)
 
@@ -494,7 +494,7 @@ def eval_(
 
         from rich.console import Console
 
-        from cnnbench.evaluation import EvalOptions, eval_table, evaluate_runs, parse_data_overrides
+        from cnnbench.commands.evaluate import EvalOptions, eval_table, evaluate_runs, parse_data_overrides
 
         options = EvalOptions(
             split=split,
@@ -545,7 +545,7 @@ def export(
     Then, in plain PyTorch: model = torch.jit.load("model.ts.pt"); logits = model(uint8_images.float() / 255)
     """
     with user_errors():
-        from cnnbench.export import export_run
+        from cnnbench.commands.export import export_run
 
         result = export_run(directory, fmt=fmt, weights=weights, out=out, force=force)
     note = "" if result.complete else " (the run is incomplete: these are its weights so far)"
@@ -692,8 +692,8 @@ def status(
 
     from rich.console import Console
 
+    from cnnbench.commands.status import folder_status, print_status
     from cnnbench.errors import CnnbenchError
-    from cnnbench.status import folder_status, print_status
 
     console = Console(width=None if sys.stdout.isatty() else 160)
     results, bad = [], 0
@@ -738,7 +738,7 @@ def data_download(
     Mirrors: CNNBENCH_CIFAR10_URL / _MD5, CNNBENCH_CIFAR100_URL / _MD5, CNNBENCH_SVHN_URL (a URL,
     file:// URL or local path). Example: cnnbench data download cifar10 --root /shared/data
     """
-    from cnnbench import datacmd
+    from cnnbench.commands import data as datacmd
 
     with user_errors():
         for name, where in datacmd.download(names, root, extra=extra):
@@ -748,7 +748,7 @@ def data_download(
 @data_app.command("verify")
 def data_verify(names: DataNamesArg, root: DataRootOpt = None) -> None:
     """Check every file against its published MD5 (offline); exit 1 if any is missing or bad."""
-    from cnnbench import datacmd
+    from cnnbench.commands import data as datacmd
 
     with user_errors():
         results = datacmd.verify(names, root)
@@ -772,7 +772,7 @@ def data_verify(names: DataNamesArg, root: DataRootOpt = None) -> None:
 @data_app.command("list")
 def data_list(root: DataRootOpt = None) -> None:
     """What is in the data root: each dataset's folder, files and archive, with sizes (offline)."""
-    from cnnbench import datacmd
+    from cnnbench.commands import data as datacmd
 
     with user_errors():
         base, found = datacmd.listing(root)

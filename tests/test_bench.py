@@ -8,7 +8,7 @@ import math
 import pytest
 import torch
 
-from cnnbench.bench import RESULT_KEYS, load_baseline, run_bench, split_bench_options
+from cnnbench.commands.bench import RESULT_KEYS, load_baseline, run_bench, split_bench_options
 from cnnbench.errors import CnnbenchError
 
 # Synthetic data small enough that building the trainer and each step take milliseconds.
@@ -150,8 +150,8 @@ AGREEMENT_TOLERANCE = 0.15
 
 
 def _final_train_loss(tmp_path, precision: str) -> float:
-    from cnnbench.bench import compose_config
-    from cnnbench.train import run
+    from cnnbench.commands.bench import compose_config
+    from cnnbench.engine.trainer import run
 
     cfg = compose_config([*AGREEMENT, f"trainer.precision={precision}", "trainer.device=cpu"])
     metrics = run(cfg, tmp_path / precision)

@@ -279,7 +279,7 @@ def test_env_json_of_a_sweep_job_records_the_jobs_own_values(cli, tmp_path):
 
 
 def _interrupt_message(caplog, sweep_dir: Path | None) -> str:
-    from cnnbench.train import Trainer
+    from cnnbench.engine.trainer import Trainer
 
     trainer = SimpleNamespace(
         sweep_dir=sweep_dir,

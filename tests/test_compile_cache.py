@@ -1,4 +1,4 @@
-"""One torch.compile cache for the jobs of a sweep (cnnbench/compilecache.py)."""
+"""One torch.compile cache for the jobs of a sweep (cnnbench/fastpath/compilecache.py)."""
 
 from __future__ import annotations
 
@@ -12,8 +12,8 @@ from pathlib import Path
 import pytest
 from conftest import TINY
 
-from cnnbench import compilecache
-from cnnbench.compilecache import ENV, SWEEP_CACHE_DIR, use_shared_cache
+from cnnbench.fastpath import compilecache
+from cnnbench.fastpath.compilecache import ENV, SWEEP_CACHE_DIR, use_shared_cache
 
 
 @pytest.fixture
@@ -43,7 +43,7 @@ def test_a_sweep_points_inductor_at_its_folder_and_a_users_choice_wins(clean_env
 
 
 def test_a_sweep_job_sets_the_cache_before_anything_compiles(clean_env, monkeypatch, tmp_path):
-    from cnnbench.bench import compose_config
+    from cnnbench.commands.bench import compose_config
     from cnnbench.engine import parts as parts_module
 
     seen = {}
@@ -66,8 +66,8 @@ JOB = textwrap.dedent(
     """
     import json, sys
     from pathlib import Path
-    from cnnbench.bench import compose_config
-    from cnnbench.train import run
+    from cnnbench.commands.bench import compose_config
+    from cnnbench.engine.trainer import run
     from torch._dynamo.utils import counters
 
     sweep = Path(sys.argv[1])

@@ -20,7 +20,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from cnnbench.bench import compose_config
+from cnnbench.commands.bench import compose_config
 from cnnbench.core.distributed import DistContext, shutdown
 from cnnbench.engine.parts import Parts, build_parts
 from cnnbench.engine.step import TrainStep, evaluate
@@ -141,8 +141,8 @@ def _final(run_dir: Path) -> dict:
 def test_ctrl_c_then_resume_on_cuda_is_exact(tmp_path, monkeypatch, deterministic):
     """Stopped at iteration 20 (a checkpoint, an evaluation) and resumed: the same metrics, weights and
     momentum as the uninterrupted run, bit for bit (CUDA RNG, sampler and augmentation state restored)."""
+    from cnnbench.engine.trainer import run
     from cnnbench.runs.checkpoint import CHECKPOINT_NAME
-    from cnnbench.train import run
 
     cfg = compose_config(
         [

@@ -36,7 +36,7 @@ def deterministic_cudnn(monkeypatch):
 
 
 def _parts(*overrides: str, graphs: bool):
-    from cnnbench.bench import compose_config
+    from cnnbench.commands.bench import compose_config
     from cnnbench.engine.parts import build_parts
 
     return build_parts(compose_config([*CASE, f"trainer.cuda_graphs={str(graphs).lower()}", *overrides]))
@@ -160,7 +160,7 @@ def test_fused_sgd_on_cuda_matches_foreach_and_takes_a_tensor_lr():
 
 
 def test_the_probe_runs_every_uncompiled_variant_on_this_gpu():
-    from cnnbench.fastpath import allowed_variants, measure_variants
+    from cnnbench.fastpath.resolve import allowed_variants, measure_variants
 
     names = [v.name for v in allowed_variants(None, None, None, consider_compile=False)]
     result = measure_variants(torch.device("cuda"), "bf16", True, names, budget_s=0.0, steps=2)
@@ -169,8 +169,8 @@ def test_the_probe_runs_every_uncompiled_variant_on_this_gpu():
 
 
 def test_a_run_with_cuda_graphs_records_them_and_its_resume_reuses_them(tmp_path):
-    from cnnbench.bench import compose_config
-    from cnnbench.train import Trainer, run
+    from cnnbench.commands.bench import compose_config
+    from cnnbench.engine.trainer import Trainer, run
 
     cfg = compose_config(
         [*CASE, "trainer.precision=bf16", "trainer.cuda_graphs=true", "trainer.max_iters=10"]

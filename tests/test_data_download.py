@@ -157,7 +157,7 @@ def test_offline_error_names_the_command_and_folder(tmp_path: Path) -> None:
 
 
 def test_verify_names_the_truncated_file(tmp_path: Path, cli, monkeypatch) -> None:
-    from cnnbench import datacmd
+    from cnnbench.commands import data as datacmd
 
     written = write_cifar10(tmp_path / "data")
     md5s = {f"{FOLDER}/{p.name}": hashlib.md5(p.read_bytes()).hexdigest() for p in written.folder.iterdir()}

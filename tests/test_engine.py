@@ -19,7 +19,7 @@ PACKAGE = Path(cnnbench.__file__).resolve().parent
 
 
 def _compose(*overrides: str):
-    from cnnbench.bench import compose_config
+    from cnnbench.commands.bench import compose_config
 
     return compose_config(list(overrides))
 
@@ -46,8 +46,8 @@ def counted_step(monkeypatch):
 
 
 def test_bench_times_the_step_that_training_runs(counted_step, tmp_path, monkeypatch):
-    from cnnbench.bench import run_bench
-    from cnnbench.train import run
+    from cnnbench.commands.bench import run_bench
+    from cnnbench.engine.trainer import run
 
     monkeypatch.chdir(tmp_path)
     run(_compose(*TINY, "trainer.max_iters=7"), tmp_path / "run")

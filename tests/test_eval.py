@@ -110,8 +110,8 @@ def test_eval_reproduces_the_runs_final_test_error(cli, val_run: Path, tmp_path:
 
 
 def test_flip_tta_equals_a_direct_computation(cli, val_run: Path, tmp_path: Path) -> None:
+    from cnnbench.commands.evaluate import evaluate_batches
     from cnnbench.engine.trained import load_trained
-    from cnnbench.evaluation import evaluate_batches
 
     run = _copy(val_run, tmp_path / "run")
     [entry] = _json(cli("eval", str(run), "--tta", "flip", "--json"))
@@ -165,8 +165,8 @@ def _fixed_batch(trained, n: int = 5) -> torch.Tensor:
 def test_export_torchscript_onnx_and_state_dict_give_the_runs_logits(
     cli, val_run: Path, tmp_path: Path
 ) -> None:
+    from cnnbench.commands.export import onnx_available
     from cnnbench.engine.trained import load_trained
-    from cnnbench.export import onnx_available
     from cnnbench.models import build_model
 
     run = _copy(val_run, tmp_path / "run")
@@ -215,7 +215,7 @@ def test_export_torchscript_onnx_and_state_dict_give_the_runs_logits(
 
 
 def test_export_onnx_without_onnx_names_the_extra(cli, val_run: Path, monkeypatch) -> None:
-    monkeypatch.setattr("cnnbench.export.onnx_available", lambda: False)
+    monkeypatch.setattr("cnnbench.commands.export.onnx_available", lambda: False)
     result = cli("export", str(val_run), "--format", "onnx", "--out", "elsewhere.onnx")
     assert result.exit_code == 2 and "pip install cnnbench[onnx]" in result.output
 

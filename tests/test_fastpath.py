@@ -8,9 +8,9 @@ import pytest
 import torch
 from conftest import TINY
 
-from cnnbench import fastpath
 from cnnbench.errors import CnnbenchError
-from cnnbench.fastpath import choose, choose_compile, resolve
+from cnnbench.fastpath import resolve as fastpath
+from cnnbench.fastpath.resolve import choose, choose_compile, resolve
 
 CPU = torch.device("cpu")
 # Faked timings (ms per ResNet-20 update) of three kinds of machine seen by this project.
@@ -111,9 +111,9 @@ def test_bad_values_are_refused():
 
 
 def test_a_run_records_its_fast_path_and_a_resume_reuses_it(fake_machine, tmp_path):
-    from cnnbench.bench import compose_config
+    from cnnbench.commands.bench import compose_config
     from cnnbench.engine.state import recorded_fast_path
-    from cnnbench.train import Trainer, run
+    from cnnbench.engine.trainer import Trainer, run
 
     cfg = compose_config([*TINY, "trainer.max_iters=10"])
     run(cfg, tmp_path)
@@ -165,7 +165,7 @@ GRAPHS_LOSE = {
 
 
 def test_the_update_variant_is_the_fastest_the_run_repays_and_the_simplest_on_a_tie():
-    from cnnbench.fastpath import choose_variant
+    from cnnbench.fastpath.resolve import choose_variant
 
     uncompiled = {k: v for k, v in GRAPHS_WIN.items() if k.startswith("eager")}
     assert choose_variant(uncompiled) == "eager/fused+graphs"
@@ -179,7 +179,7 @@ def test_the_update_variant_is_the_fastest_the_run_repays_and_the_simplest_on_a_
 
 
 def test_explicit_settings_narrow_the_variants():
-    from cnnbench.fastpath import allowed_variants
+    from cnnbench.fastpath.resolve import allowed_variants
 
     def names(*args, **kwargs):
         return sorted(v.name for v in allowed_variants(*args, **kwargs))
@@ -413,7 +413,7 @@ def _parts(monkeypatch, overrides, graphed: bool):
     captured-update closures), with the graph run eagerly (EagerGraph)."""
     import dataclasses
 
-    from cnnbench.bench import compose_config
+    from cnnbench.commands.bench import compose_config
     from cnnbench.engine import parts as parts_module
     from cnnbench.engine import step as step_module
 

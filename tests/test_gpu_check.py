@@ -157,7 +157,7 @@ def test_the_cuda_tests_are_collected_with_the_cuda_marker(dry_run):
 def test_each_candidate_and_variant_is_measured_and_extrapolated(dry_run):
     import torch
 
-    from cnnbench.fastpath import candidates
+    from cnnbench.fastpath.resolve import candidates
 
     _, summary, _ = dry_run
     results = summary["results"]

@@ -1,4 +1,4 @@
-"""k jobs per GPU (cnnbench.gpus): lock slots, hydra/launcher=gpus's n_jobs, the measured k, MPS.
+"""k jobs per GPU (cnnbench.engine.gpus): lock slots, hydra/launcher=gpus's n_jobs, the measured k, MPS.
 
 GPU counts are faked (monkeypatched torch.cuda), so this runs on any CPU machine; the one-job-per-GPU
 behaviour (one slot) is tested in test_sweep.py.
@@ -13,8 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from cnnbench import gpus
 from cnnbench.core.config import conf_dir
+from cnnbench.engine import gpus
 from cnnbench.errors import CnnbenchError
 
 
@@ -171,7 +171,7 @@ def test_the_gpus_launcher_config_gives_the_jobs_their_slots(cache, monkeypatch)
     import torch
     from hydra.core.hydra_config import HydraConfig
 
-    gpus.register_resolvers()  # as importing cnnbench.app does, in the launching and the job process
+    gpus.register_resolvers()  # as importing cnnbench.commands.app does, in the launching and the job process
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
     monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
     monkeypatch.setenv(gpus.JOBS_PER_GPU_ENV, "3")

@@ -15,7 +15,7 @@ from cnnbench.models import build_model, get_model_spec, list_models
 
 
 def _compose(*overrides: str):
-    from cnnbench.bench import compose_config
+    from cnnbench.commands.bench import compose_config
 
     return compose_config(list(overrides))
 
@@ -65,7 +65,7 @@ def _weights(run_dir):
 
 
 def test_logged_at_the_right_steps_without_changing_the_result(tmp_path):
-    from cnnbench.train import run
+    from cnnbench.engine.trainer import run
 
     overrides = [
         *TINY,

@@ -364,7 +364,7 @@ def _metrics(run_dir: Path) -> dict:
 @pytest.fixture(scope="module")
 def reference(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The uninterrupted digits run with the rule and ghost BatchNorm (one thread, in-process)."""
-    from cnnbench.train import run
+    from cnnbench.engine.trainer import run
 
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
@@ -416,7 +416,7 @@ def test_records_say_which_numerics_the_run_used(reference: Path) -> None:
 
 
 def test_threshold_one_ends_the_warmup_at_the_first_check(tmp_path: Path, one_thread: None, caplog) -> None:
-    from cnnbench.train import run
+    from cnnbench.engine.trainer import run
 
     caplog.set_level(logging.INFO, logger="cnnbench")
     run(_compose(*DIGITS, "schedule.warmup_until_error=1.0", "trainer.max_iters=10"), tmp_path)
@@ -431,8 +431,8 @@ def test_interrupted_before_or_after_the_switch_resumes_exactly(
     before_switch: bool, reference: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, one_thread: None
 ) -> None:
     from cnnbench.engine.step import TrainStep
+    from cnnbench.engine.trainer import run
     from cnnbench.runs.checkpoint import load_checkpoint
-    from cnnbench.train import run
 
     ended = json.loads((reference / "metrics.json").read_text())["warmup_ended_at"]
     stop_at = ended - 3 if before_switch else ended + 2  # mid-window, either side of the switch
@@ -462,7 +462,7 @@ def test_interrupted_before_or_after_the_switch_resumes_exactly(
 
 def test_a_config_saved_before_these_keys_still_trains(tmp_path: Path, one_thread: None) -> None:
     """Older saved configs lack trainer.bn_group/tf32 and schedule.warmup_until_error: plain numerics."""
-    from cnnbench.train import run
+    from cnnbench.engine.trainer import run
 
     base = [k for k in DIGITS if not k.startswith(("trainer.bn_group", "trainer.tf32"))]
     cfg = _compose(*base, "trainer.max_iters=4", "trainer.log_every=2")

@@ -120,7 +120,7 @@ def lookup(cfg: DictConfig) -> dict[str, Any] | None:
 
 
 def model_options(cfg: DictConfig) -> dict[str, Any]:
-    """The builder's options, as cnnbench.train passes them."""
+    """The builder's options, as cnnbench.engine.trainer passes them."""
     options = OmegaConf.to_container(cfg.model, resolve=True)
     return {k: v for k, v in options.items() if k not in ("name", "default_depth")}
 

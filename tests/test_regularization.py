@@ -33,7 +33,7 @@ ALL_ON = [
 
 
 def _compose(*overrides: str):
-    from cnnbench.bench import compose_config
+    from cnnbench.commands.bench import compose_config
 
     return compose_config(list(overrides))
 
@@ -44,7 +44,7 @@ def _checkpoint(run_dir):
 
 def test_exact_resume_with_every_option_on(tmp_path, monkeypatch):
     from cnnbench.engine.step import TrainStep
-    from cnnbench.train import run
+    from cnnbench.engine.trainer import run
 
     torch.set_num_threads(1)  # bitwise equality needs the same thread count before and after
     cfg = _compose(*ALL_ON)
@@ -91,7 +91,7 @@ def test_ema_is_the_hand_computed_moving_average():
 
 def test_the_new_keys_at_their_off_values_change_nothing(tmp_path):
     """A config without any of the new keys (as saved by older versions) trains exactly as the default."""
-    from cnnbench.train import run
+    from cnnbench.engine.trainer import run
 
     base = [*TINY, "trainer.max_iters=8", "trainer.precision=fp32", "trainer.channels_last=true"]
     run(_compose(*base), tmp_path / "default")

@@ -582,7 +582,7 @@ def test_an_exception_is_status_failed_with_its_message_and_resume_continues(
     reference: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, one_thread: None
 ) -> None:
     from cnnbench.engine.step import TrainStep
-    from cnnbench.train import run
+    from cnnbench.engine.trainer import run
 
     cfg = compose_tiny(f"trainer.max_iters={ITERS}", "trainer.ckpt_every=10")
     step = TrainStep.__call__
@@ -618,7 +618,7 @@ def test_ctrl_c_at_any_iteration_then_resume_is_exact(
     """In-process, so the stop lands on a chosen iteration: the first, one that logs, evaluates and
     checkpoints (10), and the last but one. (SIGTERM above stops inside a logging window.)"""
     from cnnbench.engine.step import TrainStep
-    from cnnbench.train import run
+    from cnnbench.engine.trainer import run
 
     cfg = compose_tiny(f"trainer.max_iters={ITERS}", "trainer.ckpt_every=10")
     step = TrainStep.__call__
@@ -647,7 +647,7 @@ def test_second_ctrl_c_during_the_checkpoint_write_keeps_the_previous_checkpoint
 ) -> None:
     """The worst moment for the second Ctrl-C: half-way through writing the checkpoint of the first."""
     from cnnbench.engine.step import TrainStep
-    from cnnbench.train import run
+    from cnnbench.engine.trainer import run
 
     cfg = compose_tiny(f"trainer.max_iters={ITERS}", "trainer.ckpt_every=10")
     step, save = TrainStep.__call__, torch.save
@@ -772,7 +772,7 @@ def test_a_requeue_signal_checkpoints_hands_over_and_the_requeued_job_continues(
     """submitit's USR2: checkpoint at the step boundary, then submitit's own handler requeues and exits;
     the requeued job (the same call in the same folder) continues exactly."""
     from cnnbench.engine.step import TrainStep
-    from cnnbench.train import run
+    from cnnbench.engine.trainer import run
 
     cfg = compose_tiny(f"trainer.max_iters={ITERS}", "trainer.ckpt_every=10")
     handed_over: list[int] = []
@@ -817,8 +817,8 @@ def test_a_failed_checkpoint_write_keeps_the_last_one_and_the_run_continues_late
     """A full disk or a read-only folder at the checkpoint of iteration 20: the run stops as interrupted
     with a clear message, checkpoint 10 survives intact, and once the disk is fixed the run continues
     exactly."""
+    from cnnbench.engine.trainer import CheckpointNotWritten, run
     from cnnbench.runs import checkpoint as checkpoint_module
-    from cnnbench.train import CheckpointNotWritten, run
 
     cfg = compose_tiny(f"trainer.max_iters={ITERS}", "trainer.ckpt_every=10")
     save = torch.save
@@ -848,7 +848,7 @@ def test_an_unreadable_last_checkpoint_falls_back_to_the_previous_one(
     reference: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, cli: Cli, one_thread: None
 ) -> None:
     from cnnbench.engine.step import TrainStep
-    from cnnbench.train import run
+    from cnnbench.engine.trainer import run
 
     cfg = compose_tiny(f"trainer.max_iters={ITERS}", "trainer.ckpt_every=10")
     step = TrainStep.__call__

@@ -202,7 +202,7 @@ def test_the_shipped_config_names_sweep_jobs_with_the_resolver() -> None:
     ],
 )
 def test_resume_relaunches_with_the_sweeps_naming(tmp_path: Path, subdir: str) -> None:
-    from cnnbench.resume import resume_sweep
+    from cnnbench.commands.resume import resume_sweep
 
     record = write_record(tmp_path, ["model=plain,resnet", "depth=8"], subdir=subdir)
     # As a sweep resumed once (or launched with its own hydra.sweep.subdir=...) records it: unresolved.

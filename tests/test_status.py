@@ -13,7 +13,7 @@ import pytest
 import yaml
 from conftest import TINY
 
-from cnnbench.status import STALE_FLOOR_S, folder_status, format_duration
+from cnnbench.commands.status import STALE_FLOOR_S, folder_status, format_duration
 
 NOW = time.time()
 
@@ -357,7 +357,7 @@ def test_sixteen_jobs_fast(tmp_path):
 
 
 def test_status_does_not_import_torch():
-    code = "import sys, cnnbench.status, cnnbench.cli; assert 'torch' not in sys.modules, 'torch imported'"
+    code = "import sys, cnnbench.commands.status, cnnbench.cli; assert 'torch' not in sys.modules"
     subprocess.run([sys.executable, "-c", code], check=True, cwd=Path(__file__).parent.parent)
 
 

@@ -20,9 +20,9 @@ import pytest
 import yaml
 from typer.testing import CliRunner
 
-from cnnbench import gpus
 from cnnbench.cli import app
 from cnnbench.core.config import conf_dir
+from cnnbench.engine import gpus
 
 MAX_ITERS = 10
 # Everything but model/depth/seed: kept in a test experiment (experiment= is left out of folder names).
@@ -481,7 +481,7 @@ def test_slurm_launcher_config(tmp_path, monkeypatch):
         assert line in script.splitlines(), (line, script)
 
 
-# ---- one GPU per job (cnnbench.gpus), with monkeypatched GPU counts ----------------------------------------
+# ---- one GPU per job (cnnbench.engine.gpus), with monkeypatched GPU counts --------------------------------
 
 
 @pytest.fixture

@@ -34,7 +34,7 @@ def resolve_device(name: str) -> torch.device:
 def resolve_precision(name: str, device: torch.device) -> str:
     """Check a precision name against the device; ``auto`` -> bf16 on GPUs with bf16, else fp32.
 
-    Training resolves ``auto`` by measurement instead (``cnnbench.fastpath``); this rule is the
+    Training resolves ``auto`` by measurement instead (``cnnbench.fastpath.resolve``); this rule is the
     measurement-free answer for short uses such as evaluation.
     """
     name = str(name)
@@ -69,8 +69,8 @@ def autocast(
     return lambda: torch.autocast(device_type=device.type, dtype=dtype)
 
 
-# On the CPU, compiling costs tens of seconds: only runs this long consider it (cnnbench.fastpath).
+# On the CPU, compiling costs tens of seconds: only runs this long consider it (cnnbench.fastpath.resolve).
 CPU_COMPILE_MIN_ITERS = 10_000
 # On CUDA, compiled candidates are measured only for runs this long; a compile must also repay its
-# measured compilation time over the run (cnnbench.fastpath.choose_variant).
+# measured compilation time over the run (cnnbench.fastpath.resolve.choose_variant).
 CUDA_COMPILE_MIN_ITERS = 2_000

@@ -72,7 +72,7 @@ def _launch_stamp() -> str:
     run_id = os.environ.get("TORCHELASTIC_RUN_ID")
     if not run_id or run_id == "none":
         return now
-    from cnnbench.fastpath import cache_dir
+    from cnnbench.core.cache import cache_dir
 
     record = cache_dir() / "torchrun" / f"{run_id}.stamp"
     try:

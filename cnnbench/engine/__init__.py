@@ -6,6 +6,6 @@
 - ``state``: what a checkpoint holds and how a run continues from it;
 - ``records``: what a run writes for people and tools (metrics.json, env.json, TensorBoard, progress).
 
-``cnnbench.train`` composes them into the loop. This package imports none of its modules here, so
+``cnnbench.engine.trainer`` composes them into the loop. This package imports none of its modules here, so
 importing one unit never pulls in the others.
 """

@@ -17,7 +17,6 @@ from typing import Any
 import torch
 from omegaconf import DictConfig, OmegaConf
 
-from cnnbench.compilecache import SWEEP_CACHE_DIR, use_shared_cache
 from cnnbench.core.device import autocast, resolve_device
 from cnnbench.core.distributed import DistContext, context, init
 from cnnbench.core.numerics import set_tf32
@@ -28,9 +27,10 @@ from cnnbench.data import load_dataset
 from cnnbench.data.augment import BatchAugment, normalization_stats
 from cnnbench.data.loader import DeviceBatches
 from cnnbench.data.mixing import BatchMix
+from cnnbench.engine.gpus import job_device
 from cnnbench.errors import CnnbenchError
-from cnnbench.fastpath import FastPath, resolve
-from cnnbench.gpus import job_device
+from cnnbench.fastpath.compilecache import SWEEP_CACHE_DIR, use_shared_cache
+from cnnbench.fastpath.resolve import FastPath, resolve
 from cnnbench.models import build_model
 from cnnbench.models.ghostbn import use_ghost_bn
 
@@ -149,7 +149,7 @@ def resolve_fast_path(
     recorded: dict[str, Any] | None = None,
     sweep_record: Path | None = None,
 ) -> FastPath:
-    """``cnnbench.fastpath.resolve`` on rank 0, shared with the other ranks (one choice per run)."""
+    """``cnnbench.fastpath.resolve.resolve`` on rank 0, shared with the other ranks (one choice per run)."""
     trainer = OmegaConf.to_container(cfg.trainer, resolve=True)
     # Fused needs an optimizer class with a fused implementation; a CUDA graph also one process (DDP's
     # all-reduce hooks would need their own warm-up and capture rules) and a model whose forward makes no

@@ -13,9 +13,9 @@ from typing import Any
 from omegaconf import DictConfig, OmegaConf
 
 from cnnbench.core.numerics import bn_images, describe, tf32_active
+from cnnbench.engine.gpus import sharing_record
 from cnnbench.engine.parts import Parts, model_options_of
 from cnnbench.engine.state import RunState
-from cnnbench.gpus import sharing_record
 from cnnbench.runs.continuation import close_attempt, open_attempt
 from cnnbench.runs.files import ENV_NAME, METRICS_NAME, environment, read_metrics, write_json_atomic
 from cnnbench.runs.progress import Progress
@@ -102,7 +102,7 @@ class RunRecords:
             env["world_size"] = p.dist.world_size
             env["fast_path"] = p.fast_path.record()
             env["numerics"] = numerics = numerics_of(p)
-            env["gpu_sharing"] = sharing_record()  # k jobs per GPU, MPS (cnnbench/gpus.py); null alone
+            env["gpu_sharing"] = sharing_record()  # k jobs per GPU, MPS (cnnbench/engine/gpus.py); null alone
             write_json_atomic(self.run_dir / ENV_NAME, env)
             hparams = hparams_of(cfg, p.params, p.precision, p.data.synthetic)
             fp = p.fast_path

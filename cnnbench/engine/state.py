@@ -23,6 +23,7 @@ from cnnbench.runs.files import SAVED_CONFIG
 
 CHECKPOINT_VERSION = 1
 
+
 @dataclass
 class RunState:
     """Where a run is: iterations done, the best test error so far, time spent, the latest metrics."""

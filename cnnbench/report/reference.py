@@ -1,4 +1,4 @@
-"""A run's paper number, its config looked up in ``cnnbench/core/reference.yaml`` (``cnnbench.core.reference``).
+"""A run's paper number: its config looked up in the papers' table (``cnnbench.core.reference``).
 
 The model options are resolved the way ``build_model`` builds the net (``cnnbench.models.paper``), so a
 config composed from ``conf/`` and a hand-written one with fewer keys find the same entry.

@@ -164,7 +164,9 @@ def close_attempt(attempts: list[dict[str, Any]], reason: str, iteration: int) -
 
 def flatten_config(tree: Any, prefix: str = "") -> dict[str, Any]:
     if isinstance(tree, Mapping):
-        return {k: v for key, value in tree.items() for k, v in flatten_config(value, f"{prefix}{key}.").items()}
+        return {
+            k: v for key, value in tree.items() for k, v in flatten_config(value, f"{prefix}{key}.").items()
+        }
     return {prefix.rstrip("."): tree}
 
 

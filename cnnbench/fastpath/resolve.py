@@ -28,11 +28,10 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
-import os
 import platform
 import statistics
 import time
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass, field, replace
 from datetime import datetime, timezone
 from pathlib import Path
@@ -40,13 +39,15 @@ from typing import Any
 
 import torch
 
+from cnnbench.core.cache import cache_dir, locked
+from cnnbench.core.cache import read_json as _read
+from cnnbench.core.cache import write_json as _write
 from cnnbench.core.cpuload import OtherLoad
 from cnnbench.core.device import CPU_COMPILE_MIN_ITERS, CUDA_COMPILE_MIN_ITERS, autocast, resolve_precision
 from cnnbench.errors import CnnbenchError
 
 log = logging.getLogger("cnnbench")
 
-CACHE_ENV = "CNNBENCH_CACHE"
 CACHE_FILE = "fastpath.json"  # in the cache folder (per machine) and in a sweep folder (per sweep)
 PROBE_VERSION = 1
 # Among candidates within this fraction of the fastest, prefer the more accurate / default one:
@@ -63,7 +64,7 @@ PROBE_BUDGET_S = 12.0  # seconds the precision/layout probe may take, once per m
 # Compile modes. The CPU's was measured there (docs/performance.md). On CUDA, Inductor's default mode:
 # max-autotune spends minutes autotuning every new graph, which a run of a small net on a fast GPU
 # cannot repay (trainer.compile_mode=max-autotune-no-cudagraphs asks for it; a sweep's shared compile
-# cache, cnnbench/compilecache.py, then pays it once per graph).
+# cache, cnnbench/fastpath/compilecache.py, then pays it once per graph).
 CPU_COMPILE_MODE = "max-autotune-no-cudagraphs"
 CUDA_COMPILE_MODE = "default"
 RECORDED_COMPILE_MODE = "max-autotune-no-cudagraphs"  # what runs recorded before the mode was chosen used
@@ -222,40 +223,6 @@ def machine_key(device: torch.device) -> dict[str, Any]:
         name, flags = _cpu_info()
         key.update(cpu=name, flags=flags, threads=torch.get_num_threads())
     return key
-
-
-def cache_dir() -> Path:
-    if os.environ.get(CACHE_ENV):
-        return Path(os.environ[CACHE_ENV]).expanduser()
-    return Path(os.environ.get("XDG_CACHE_HOME") or "~/.cache").expanduser() / "cnnbench"
-
-
-@contextlib.contextmanager
-def locked(path: Path) -> Iterator[None]:
-    """An exclusive lock beside ``path`` (fcntl; parallel jobs on one machine probe once)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path.with_name(path.name + ".lock"), "a") as handle:
-        try:
-            import fcntl
-
-            fcntl.flock(handle, fcntl.LOCK_EX)
-        except (ImportError, OSError):  # no fcntl (Windows) or no locking on this filesystem
-            pass
-        yield
-
-
-def _read(path: Path) -> dict[str, Any]:
-    try:
-        data = json.loads(path.read_text())
-    except (OSError, ValueError):
-        return {}
-    return data if isinstance(data, dict) else {}
-
-
-def _write(path: Path, data: dict[str, Any]) -> None:
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(json.dumps(data, indent=1) + "\n")
-    os.replace(tmp, path)
 
 
 def _key_string(key: Mapping[str, Any]) -> str:

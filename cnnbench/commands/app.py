@@ -15,8 +15,8 @@ from hydra.experimental.callback import Callback
 from omegaconf import DictConfig
 
 from cnnbench.core.config import conf_dir
+from cnnbench.engine.gpus import register_resolvers as register_gpu_resolvers
 from cnnbench.errors import CnnbenchError, print_error
-from cnnbench.gpus import register_resolvers as register_gpu_resolvers
 from cnnbench.runs.files import holds_run
 from cnnbench.runs.names import register as register_run_names
 
@@ -156,8 +156,8 @@ def hydra_app(cfg: DictConfig) -> float | None:
     from hydra.core.hydra_config import HydraConfig
     from hydra.types import RunMode
 
-    from cnnbench.resume import resume_sweep_job
-    from cnnbench.train import run
+    from cnnbench.commands.resume import resume_sweep_job
+    from cnnbench.engine.trainer import run
 
     hydra_cfg = HydraConfig.get()
     run_dir = Path(hydra_cfg.runtime.output_dir)

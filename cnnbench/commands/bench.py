@@ -15,7 +15,7 @@ What is measured, for the composed config (model, depth, batch size, precision, 
   read before the baseline is built;
 - ``other_cpu_pct``: CPU time other processes used during the train/pure windows (% of one core,
   Linux), to tell a slow machine from a busy one;
-- ``baseline``: ``cnnbench/baseline.py`` (PIL + per-sample torchvision transforms + DataLoader
+- ``baseline``: ``cnnbench/commands/baseline.py`` (PIL + per-sample torchvision transforms + DataLoader
   workers + fp32 NCHW + plain SGD) on the same architecture (same initial weights), the same uint8
   images and the same batch size; ``speedup`` = train img/s / baseline img/s.
 
@@ -45,7 +45,7 @@ import torch
 
 from cnnbench.core.cpuload import OtherLoad
 from cnnbench.errors import CnnbenchError
-from cnnbench.fastpath import matmul_peak_gflops
+from cnnbench.fastpath.resolve import matmul_peak_gflops
 
 BENCH_OPTIONS = {"iters": int, "warmup": int, "repeats": int, "window": float, "eval_images": int}
 DEFAULT_WARMUP = 3
@@ -148,8 +148,8 @@ def compose_config(overrides: Sequence[str]):
 
 
 def load_baseline():
-    """The DataLoader baseline module (``cnnbench.baseline``, shipped with the package)."""
-    from cnnbench import baseline
+    """The DataLoader baseline module (``cnnbench.commands.baseline``, shipped with the package)."""
+    from cnnbench.commands import baseline
 
     return baseline
 
@@ -555,8 +555,8 @@ def run_probe(overrides: list[str], as_json: bool = False) -> dict[str, Any]:
     from rich.table import Table
 
     from cnnbench.core.device import resolve_device
-    from cnnbench.fastpath import PROBE_BATCH, PROBE_DEPTH, cache_dir, parse_candidate, probe
-    from cnnbench.gpus import job_device
+    from cnnbench.engine.gpus import job_device
+    from cnnbench.fastpath.resolve import PROBE_BATCH, PROBE_DEPTH, cache_dir, parse_candidate, probe
 
     overrides, _ = split_bench_options(overrides)
     cfg = compose_config(overrides)

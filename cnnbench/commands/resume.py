@@ -31,9 +31,9 @@ SKIP_STATUSES = ("completed", "diverged")
 
 def resume_run(run_dir: Path) -> int:
     """Continue one run folder in place, as ``trainer.resume=must`` does; returns the exit code."""
+    from cnnbench.engine.trainer import run
     from cnnbench.runs.continuation import decide
     from cnnbench.runs.logs import setup_logging
-    from cnnbench.train import run
 
     metrics = read_metrics(run_dir) or {}
     if metrics.get("status") == "completed":
@@ -53,7 +53,7 @@ def resume_sweep_job(
     composed: DictConfig, run_dir: Path, sweep_dir: Path | None = None
 ) -> dict[str, Any] | None:
     """One job of a resumed sweep (runs inside the Hydra job, whatever the launcher)."""
-    from cnnbench.train import run
+    from cnnbench.engine.trainer import run
 
     metrics = read_metrics(run_dir) or {}
     status = metrics.get("status")

@@ -28,8 +28,8 @@ from typing import Any
 
 import torch
 
+from cnnbench.commands.evaluate import WEIGHTS, input_shape
 from cnnbench.errors import CnnbenchError
-from cnnbench.evaluation import WEIGHTS, input_shape
 
 FORMATS = ("torchscript", "onnx", "state_dict")
 _DEFAULT_NAMES = {"torchscript": "model.ts.pt", "onnx": "model.onnx", "state_dict": "state_dict.pt"}

@@ -54,7 +54,7 @@ LOCK_DIR_ENV = "CNNBENCH_GPU_LOCK_DIR"
 # k in `hydra/launcher=gpus`: a number of jobs per GPU, or auto (measured by the GPU check, else 1).
 JOBS_PER_GPU_ENV = "CNNBENCH_JOBS_PER_GPU"
 SWEEP_JOBS_RESOLVER = "cnnbench.sweep_jobs"  # hydra.launcher.n_jobs of conf/hydra/launcher/gpus.yaml
-JOBS_CACHE_FILE = "jobs_per_gpu.json"  # in cnnbench.fastpath.cache_dir(), written by the GPU check
+JOBS_CACHE_FILE = "jobs_per_gpu.json"  # in cnnbench.core.cache.cache_dir(), written by the GPU check
 MECHANISMS = ("processes", "mps")  # how k jobs share a GPU: plain processes, or processes under MPS
 MPS_PIPE_ENV, MPS_DEFAULT_PIPE = "CUDA_MPS_PIPE_DIRECTORY", "/tmp/nvidia-mps"
 
@@ -268,7 +268,7 @@ def register_resolvers() -> None:
     """Register ``${cnnbench.sweep_jobs:K}`` (idempotent): conf/hydra/launcher/gpus.yaml's ``n_jobs``.
 
     Launchers resolve ``n_jobs`` in the process that launches the sweep, and a job reads it back
-    (``slots_per_gpu``) in its own: both import cnnbench.app, which calls this.
+    (``slots_per_gpu``) in its own: both import cnnbench.commands.app, which calls this.
     """
     from omegaconf import OmegaConf
 
@@ -333,7 +333,7 @@ def _nvidia_smi_name() -> str | None:
 
 
 def jobs_cache_path() -> Path:
-    from cnnbench.fastpath import cache_dir
+    from cnnbench.core.cache import cache_dir
 
     return cache_dir() / JOBS_CACHE_FILE
 
@@ -364,12 +364,12 @@ def measured_jobs_per_gpu(mps: bool | None = None) -> int | None:
 def write_jobs_record(model: str, measured: dict[str, Any]) -> Path:
     """Store the GPU check's measurement for ``model``: ``{mechanism: {"jobs_per_gpu": k, ...}}`` for
     the mechanisms of ``MECHANISMS`` that were measured, plus anything else worth keeping."""
-    from cnnbench.fastpath import _read, _write, locked
+    from cnnbench.core.cache import locked, read_json, write_json
 
     path = jobs_cache_path()
     with locked(path):
-        data = _read(path)
+        data = read_json(path)
         entry = {**measured, "measured_at": datetime.now(timezone.utc).isoformat(timespec="seconds")}
         data.setdefault("entries", {})[model] = entry
-        _write(path, data)
+        write_json(path, data)
     return path
