@@ -469,8 +469,12 @@ def eval_(
     ] = None,
     precision: Annotated[
         str,
-        typer.Option(help="fp32, or run (the run's trainer.precision, as its own evaluations), bf16, fp16."),
-    ] = "fp32",
+        typer.Option(
+            help="run: the precision and memory layout the run's own evaluations used (what its "
+            "trainer.precision=auto resolved to), so the numbers match its logged test error; or fp32, bf16, "
+            "fp16 (autocast, in the run's memory layout)."
+        ),
+    ] = "run",
     device: Annotated[str, typer.Option(help="auto (CUDA if present), cpu, cuda or cuda:N.")] = "auto",
     as_json: Annotated[bool, typer.Option("--json", help="Print the results as JSON (for scripts).")] = False,
 ) -> None:

@@ -17,7 +17,7 @@ from typer.testing import CliRunner
 
 from cnnbench.runs.files import BEST_CHECKPOINT_NAME, METRICS_NAME, SAVED_CONFIG
 
-# fp32 so that eval's default precision reproduces the run's own evaluations bit for bit.
+# fp32 for the runs most tests share; test_eval_defaults_to_the_numerics... covers bf16 runs too.
 RUN = [*TINY, "trainer.max_iters=30", "trainer.eval_every=5", "trainer.precision=fp32"]
 ALLOWED = {"eval.json", "confusion.png"}  # plus new TensorBoard event files (*.eval)
 
@@ -71,6 +71,28 @@ def _json(result) -> list[dict]:
 
 def _metrics(run: Path) -> dict:
     return json.loads((run / METRICS_NAME).read_text())
+
+
+@pytest.mark.parametrize(
+    "numerics", [("bf16", "true"), ("fp32", "false")], ids=["bf16-channels_last", "fp32-nchw"]
+)
+def test_eval_defaults_to_the_numerics_the_run_was_evaluated_with(cli, tmp_path: Path, numerics) -> None:
+    # Fixed here rather than left to `auto`, whose pick depends on the machine: eval must follow what the
+    # run recorded, whatever that was (a bf16 run evaluated in fp32 gives other digits).
+    precision, channels_last = numerics
+    run = _train(
+        tmp_path / "run",
+        "trainer.max_iters=10",
+        f"trainer.precision={precision}",
+        f"trainer.channels_last={channels_last}",
+    )
+    [entry] = _json(cli("eval", str(run), "--json"))
+    metrics = _metrics(run)
+    assert entry["precision"] == precision
+    assert entry["error"] == metrics["test_error"]
+    assert entry["loss"] == pytest.approx(metrics["test_loss"], rel=1e-9)
+    [explicit] = _json(cli("eval", str(run), "--precision", "fp32", "--json"))
+    assert explicit["precision"] == "fp32"
 
 
 def test_eval_reproduces_the_runs_final_test_error(cli, val_run: Path, tmp_path: Path) -> None:

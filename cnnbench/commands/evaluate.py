@@ -19,19 +19,22 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 import torch.nn.functional as F
 
 from cnnbench.errors import CnnbenchError
-from cnnbench.runs.files import BEST_CHECKPOINT_NAME, CHECKPOINT_NAME, holds_run, write_json_atomic
+from cnnbench.runs.files import BEST_CHECKPOINT_NAME, CHECKPOINT_NAME, holds_run, read_env, write_json_atomic
+
+if TYPE_CHECKING:
+    from cnnbench.engine.trained import TrainedRun
 
 EVAL_NAME = "eval.json"
 CONFUSION_NAME = "confusion.png"
 SPLITS = ("test", "val", "train")
 TTA_CHOICES = ("none", "flip")
-PRECISIONS = ("fp32", "run", "bf16", "fp16")
+PRECISIONS = ("run", "fp32", "bf16", "fp16")
 # Data-section keys that do not change which images are loaded (the cache ignores them).
 _NOT_LOADING_KEYS = {"normalize"}
 
@@ -82,7 +85,8 @@ class EvalOptions:
     weights: str = "last"
     tta: str = "none"
     data: dict[str, Any] = field(default_factory=dict)  # data-section overrides (parse_data_overrides)
-    precision: str = "fp32"
+    # run: the numerics the run's own evaluations used (its recorded fast path), so the numbers match.
+    precision: str = "run"
     device: str = "auto"
 
     def check(self) -> None:
@@ -360,6 +364,16 @@ def _check_writable_eval_json(run_dir: Path) -> dict[str, Any]:
     return loaded
 
 
+def run_numerics(trained: TrainedRun) -> tuple[str, bool]:
+    """The precision and memory layout the run's own evaluations used: what its fast path resolved to
+    (``auto`` measured per machine), as the checkpoint (older runs: env.json) recorded it. BatchNorm needs
+    nothing more: evaluation runs it in eval mode (running statistics), ghost or not."""
+    from cnnbench.engine.state import recorded_fast_path
+
+    record = recorded_fast_path(trained.checkpoint, read_env(trained.run_dir))
+    return str(record.get("precision", "fp32")), bool(record.get("channels_last", False))
+
+
 def evaluate_run(run_dir: Path, options: EvalOptions, cache: _DataCache) -> EvalResult:
     """Evaluate one run folder (nothing written; ``write_outputs`` does that)."""
     from datetime import datetime, timezone
@@ -381,12 +395,10 @@ def evaluate_run(run_dir: Path, options: EvalOptions, cache: _DataCache) -> Eval
     data = cache.get(section, trained.device)
     images, labels = _split(data, options.split, run_dir, bool(options.data))
     _check_fits(trained, data, images, run_dir)
-    precision = options.precision
-    if precision == "run":
-        precision = resolve_precision(cfg.trainer.get("precision", "fp32"), trained.device)
-    memory_format = (
-        torch.channels_last if cfg.trainer.get("channels_last", False) else torch.contiguous_format
-    )
+    run_precision, channels_last = run_numerics(trained)
+    precision = run_precision if options.precision == "run" else options.precision
+    precision = resolve_precision(precision, trained.device)
+    memory_format = torch.channels_last if channels_last else torch.contiguous_format
     model = trained.model.to(memory_format=memory_format)
     batch_size = int(cfg.trainer.get("eval_batch_size", 1000))
     start = time.perf_counter()
