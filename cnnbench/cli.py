@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import json
-import os
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -13,6 +11,7 @@ from typing import Annotated
 import typer
 from typer.core import TyperGroup
 
+from cnnbench.commands.launch import distributed_setup, launch, list_sweep_jobs
 from cnnbench.core.overrides import HYDRA_FLAGS, groups_help, unknown_flags
 from cnnbench.errors import print_error
 
@@ -127,41 +126,6 @@ def user_errors() -> Iterator[None]:
         raise typer.Exit(exc.exit_code) from None
 
 
-def run_hydra(args: list[str], command: str = "train") -> int:
-    """Run the Hydra app with ``args`` as its command line; user errors become messages, not tracebacks."""
-    from hydra.errors import HydraException
-    from omegaconf.errors import OmegaConfBaseException
-
-    from cnnbench.core.overrides import clean_hydra_message, explain_override_problem
-    from cnnbench.errors import CnnbenchError
-    from cnnbench.runs.files import LAUNCH_ENV
-
-    # Hydra re-raises instead of printing its own trimmed traceback; we print the message alone.
-    os.environ["HYDRA_FULL_ERROR"] = "1"
-    # The command as typed, for env.json (Hydra reads sys.argv, which holds only its own arguments).
-    os.environ[LAUNCH_ENV] = json.dumps(["cnnbench", command, *args])
-    saved_argv = sys.argv
-    sys.argv = ["cnnbench", *args]
-    try:
-        from cnnbench.commands.app import hydra_app
-
-        hydra_app()
-    except CnnbenchError as exc:
-        print_error(str(exc))
-        return exc.exit_code
-    except (HydraException, OmegaConfBaseException) as exc:
-        problem = explain_override_problem(args, command)
-        print_error(
-            problem
-            or f"{clean_hydra_message(exc)} `cnnbench {command} -h` lists the config groups and their "
-            f"choices; `cnnbench config` prints every key."
-        )
-        return 2
-    finally:
-        sys.argv = saved_argv
-    return 0
-
-
 @app.command(context_settings=FORWARD, epilog=GROUPS_EPILOG)
 def train(
     overrides: OverridesArg = None,
@@ -199,27 +163,12 @@ def train(
         code = list_sweep_jobs(args, quiet=True, command="train")
         if code:
             raise typer.Exit(code)
-    ctx = distributed_setup(multirun)
+    with user_errors():
+        ctx = distributed_setup(multirun)
     if ctx.rank > 0:
         # Rank 0 writes .hydra/ and train.log; the other ranks only train.
         args += ["hydra.output_subdir=null", "hydra/job_logging=none", "hydra/hydra_logging=none"]
-    raise typer.Exit(run_hydra((["--multirun"] if multirun else []) + args, "train"))
-
-
-def distributed_setup(multirun: bool):
-    """Under torchrun: join the process group and agree on rank 0's run folder stamp."""
-    from cnnbench.core.distributed import context, init, share_run_stamp
-
-    ctx = context()
-    if ctx.enabled:
-        if multirun:
-            print_error(
-                "torchrun trains one run over several processes; -m/--multirun is not supported there."
-            )
-            raise typer.Exit(2)
-        init(ctx)
-        share_run_stamp(ctx)
-    return ctx
+    raise typer.Exit(launch((["--multirun"] if multirun else []) + args, "train"))
 
 
 @app.command(context_settings=FORWARD, epilog=GROUPS_EPILOG)
@@ -260,7 +209,7 @@ def config(
         raise typer.Exit(list_sweep_jobs(args))
     if not {"--cfg", "-c", "--info", "-i", "--hydra-help"} & set(flags):
         args += ["--cfg", "job"]
-    code = run_hydra(args, "config")
+    code = launch(args, "config")
     sweep = experiment_sweep(given)
     unset = [key for key in sweep if not any(o.split("=", 1)[0] == key for o in given)]
     if code == 0 and unset:
@@ -271,40 +220,6 @@ def config(
             err=True,
         )
     raise typer.Exit(code)
-
-
-def list_sweep_jobs(args: list[str], quiet: bool = False, command: str = "config") -> int:
-    """Compose the sweep like `cnnbench train -m` does, with a launcher that checks and lists the jobs
-    instead of running them (``quiet``: checks only)."""
-    import shutil
-    import tempfile
-
-    from hydra.core.plugins import Plugins
-
-    from hydra_plugins.cnnbench_list_launcher.list_launcher import ListLauncher
-
-    # Hydra's plugin discovery cannot walk an editable install's namespace packages: register it by hand.
-    Plugins.instance().register(ListLauncher)
-    scratch = tempfile.mkdtemp(prefix="cnnbench-config-m-")  # Hydra writes multirun.yaml to the sweep dir
-    try:
-        # The launcher's own settings (n_jobs, timeout_min, ...) do not change the jobs: left out.
-        kept = [
-            a for a in args if not a.startswith(("hydra/launcher=", "hydra.launcher.", "hydra.sweep.dir="))
-        ]
-        return run_hydra(
-            [
-                "--multirun",
-                *kept,
-                "hydra/launcher=cnnbench_list",
-                f"hydra.launcher.quiet={str(quiet).lower()}",
-                f"hydra.sweep.dir={scratch}",
-                "hydra/hydra_logging=none",
-                "hydra/job_logging=none",
-            ],
-            command,
-        )
-    finally:
-        shutil.rmtree(scratch, ignore_errors=True)
 
 
 @app.command()
@@ -332,7 +247,7 @@ def resume(
         if (directory / "multirun.yaml").is_file():
             from cnnbench.commands.resume import resume_sweep
 
-            raise typer.Exit(run_hydra(resume_sweep(directory)))
+            raise typer.Exit(launch(resume_sweep(directory)))
         from cnnbench.commands.resume import resume_run
 
         raise typer.Exit(resume_run(directory))
@@ -494,11 +409,7 @@ def eval_(
       cnnbench eval RUN --data root=/data/cifar10-corrupted --json
     """
     with user_errors():
-        import json
-
-        from rich.console import Console
-
-        from cnnbench.commands.evaluate import EvalOptions, eval_table, evaluate_runs, parse_data_overrides
+        from cnnbench.commands.evaluate import EvalOptions, eval_command, parse_data_overrides
 
         options = EvalOptions(
             split=split,
@@ -508,22 +419,8 @@ def eval_(
             precision=precision,
             device=device,
         )
-        result = evaluate_runs(list(directories), options)
-    if not result.results:
-        if len(result.failures) == 1:
-            print_error(result.failures[0][1])
-        for run_dir, message in result.failures if len(result.failures) > 1 else []:
-            print_error(f"{run_dir}: {message}")
-        raise typer.Exit(2)
-    if as_json:
-        typer.echo(json.dumps([r.record() for r in result.results], indent=2))
-    else:
-        Console(width=None if sys.stdout.isatty() else 160).print(eval_table(result.results, options))
-        typer.echo(f"Wrote eval.json and confusion.png in {len(result.results)} run folder(s).")
-    for run_dir, message in result.failures:
-        print_error(f"{run_dir}: {message}")
-    if result.failures:
-        raise typer.Exit(1)
+        code = eval_command(list(directories), options, as_json)
+    raise typer.Exit(code)
 
 
 @app.command()
@@ -692,29 +589,10 @@ def status(
 
     Example: cnnbench status outputs/multirun/2026-11-23_14-12-03_123456
     """
-    import json
 
-    from rich.console import Console
+    from cnnbench.commands.status import status_command
 
-    from cnnbench.commands.status import folder_status, print_status
-    from cnnbench.errors import CnnbenchError
-
-    console = Console(width=None if sys.stdout.isatty() else 160)
-    results, bad = [], 0
-    for path in paths:
-        try:
-            result = folder_status(path)
-        except CnnbenchError as exc:
-            print_error(str(exc))
-            bad += 1
-            continue
-        results.append(result)
-        if not as_json:
-            print_status(result, console)
-    if as_json and results:
-        typer.echo(json.dumps([r.record() for r in results], indent=2))
-    if bad:
-        raise typer.Exit(2)
+    raise typer.Exit(status_command(list(paths), as_json))
 
 
 data_app = typer.Typer(

@@ -150,6 +150,45 @@ def test_no_import_cycles():
     assert not cycles, "import cycles: " + "; ".join(" -> ".join(c) for c in cycles)
 
 
+# The package's layers, bottom up (docs/design.md, "Where things live"): a module imports modules of its
+# own layer and of the layers below it, never one above (an engine module never reaches up to a command).
+LAYERS = (
+    ("cnnbench", "cnnbench.errors", "cnnbench.core"),  # `cnnbench` itself: the version only
+    ("cnnbench.data", "cnnbench.models"),
+    ("cnnbench.runs",),
+    ("cnnbench.engine", "cnnbench.fastpath"),
+    ("cnnbench.commands", "cnnbench.report", "cnnbench.diagnostics"),
+    ("cnnbench.cli", "cnnbench.__main__"),
+)
+
+
+def _layer(module: str) -> int:
+    matches = [
+        (len(prefix), level)
+        for level, prefixes in enumerate(LAYERS)
+        for prefix in prefixes
+        if module == prefix or module.startswith(prefix + ".")
+    ]
+    assert matches, f"{module} belongs to no layer: add it to LAYERS (and to docs/design.md)"
+    return max(matches)[1]
+
+
+def test_no_module_imports_a_layer_above_its_own():
+    upward = [
+        f"{module} (layer {_layer(module)}) -> {target} (layer {_layer(target)})"
+        for module in _modules()
+        for target in sorted(_imports(module))
+        if _layer(target) > _layer(module)
+    ]
+    assert not upward, "imports reaching up a layer: " + "; ".join(upward)
+
+
+def test_the_layers_test_sees_an_upward_import():
+    # The check above can fail: a command module is above every engine module.
+    assert _layer("cnnbench.commands.app") > _layer("cnnbench.engine.trainer") > _layer("cnnbench.runs.files")
+    assert "cnnbench.engine.trainer" in _imports("cnnbench.commands.app")
+
+
 def test_every_module_imports_alone():
     # One fresh interpreter; each module imported after dropping every cnnbench module loaded before it.
     code = (

@@ -615,3 +615,29 @@ def eval_table(results: Sequence[EvalResult], options: EvalOptions):
         cells.append(state)
         table.add_row(*cells, style=None if r.complete else "yellow")
     return table
+
+
+def eval_command(paths: Sequence[Path], options: EvalOptions, as_json: bool) -> int:
+    """`cnnbench eval`: evaluate, print the table (or JSON) and the failures; the exit code (0: all
+    evaluated; 1: some could not be; 2: none could)."""
+    import sys
+
+    from rich.console import Console
+
+    from cnnbench.errors import print_error
+
+    result = evaluate_runs(list(paths), options)
+    if not result.results:
+        if len(result.failures) == 1:
+            print_error(result.failures[0][1])
+        for run_dir, message in result.failures if len(result.failures) > 1 else []:
+            print_error(f"{run_dir}: {message}")
+        return 2
+    if as_json:
+        print(json.dumps([r.record() for r in result.results], indent=2))
+    else:
+        Console(width=None if sys.stdout.isatty() else 160).print(eval_table(result.results, options))
+        print(f"Wrote eval.json and confusion.png in {len(result.results)} run folder(s).")
+    for run_dir, message in result.failures:
+        print_error(f"{run_dir}: {message}")
+    return 1 if result.failures else 0

@@ -556,3 +556,30 @@ def print_status(status: FolderStatus, console) -> None:
     console.print(status_table(status))
     for line in summary_lines(status):
         console.print(line, highlight=False, markup=False, soft_wrap=True)  # commands stay copyable
+
+
+def status_command(paths: list[Path], as_json: bool) -> int:
+    """`cnnbench status`: print every folder's jobs (or JSON); 2 when a path is neither a run nor a sweep
+    (the others are still shown)."""
+    import json
+    import sys
+
+    from rich.console import Console
+
+    from cnnbench.errors import CnnbenchError, print_error
+
+    console = Console(width=None if sys.stdout.isatty() else 160)
+    results, bad = [], 0
+    for path in paths:
+        try:
+            result = folder_status(path)
+        except CnnbenchError as exc:
+            print_error(str(exc))
+            bad += 1
+            continue
+        results.append(result)
+        if not as_json:
+            print_status(result, console)
+    if as_json and results:
+        print(json.dumps([r.record() for r in results], indent=2))
+    return 2 if bad else 0

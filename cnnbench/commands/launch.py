@@ -1,0 +1,95 @@
+"""Launching the Hydra app as `cnnbench train` and `cnnbench config` do: the command line handed to
+Hydra, its refusals as one message, a sweep's jobs checked (or listed) before any starts, and torchrun's
+process group. The CLI and the Python API both launch through here."""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+
+from cnnbench.errors import CnnbenchError, print_error
+
+
+def launch(args: list[str], command: str = "train") -> int:
+    """Run the Hydra app with ``args`` as its command line; user errors become messages, not tracebacks."""
+    from hydra.errors import HydraException
+    from omegaconf.errors import OmegaConfBaseException
+
+    from cnnbench.core.overrides import clean_hydra_message, explain_override_problem
+    from cnnbench.errors import CnnbenchError
+    from cnnbench.runs.files import LAUNCH_ENV
+
+    # Hydra re-raises instead of printing its own trimmed traceback; we print the message alone.
+    os.environ["HYDRA_FULL_ERROR"] = "1"
+    # The command as typed, for env.json (Hydra reads sys.argv, which holds only its own arguments).
+    os.environ[LAUNCH_ENV] = json.dumps(["cnnbench", command, *args])
+    saved_argv = sys.argv
+    sys.argv = ["cnnbench", *args]
+    try:
+        from cnnbench.commands.app import hydra_app
+
+        hydra_app()
+    except CnnbenchError as exc:
+        print_error(str(exc))
+        return exc.exit_code
+    except (HydraException, OmegaConfBaseException) as exc:
+        problem = explain_override_problem(args, command)
+        print_error(
+            problem
+            or f"{clean_hydra_message(exc)} `cnnbench {command} -h` lists the config groups and their "
+            f"choices; `cnnbench config` prints every key."
+        )
+        return 2
+    finally:
+        sys.argv = saved_argv
+    return 0
+
+
+def distributed_setup(multirun: bool):
+    """Under torchrun: join the process group and agree on rank 0's run folder stamp."""
+    from cnnbench.core.distributed import context, init, share_run_stamp
+
+    ctx = context()
+    if ctx.enabled:
+        if multirun:
+            raise CnnbenchError(
+                "torchrun trains one run over several processes; -m/--multirun is not supported there."
+            )
+        init(ctx)
+        share_run_stamp(ctx)
+    return ctx
+
+
+def list_sweep_jobs(args: list[str], quiet: bool = False, command: str = "config") -> int:
+    """Compose the sweep like `cnnbench train -m` does, with a launcher that checks and lists the jobs
+    instead of running them (``quiet``: checks only)."""
+    import shutil
+    import tempfile
+
+    from hydra.core.plugins import Plugins
+
+    from hydra_plugins.cnnbench_list_launcher.list_launcher import ListLauncher
+
+    # Hydra's plugin discovery cannot walk an editable install's namespace packages: register it by hand.
+    Plugins.instance().register(ListLauncher)
+    scratch = tempfile.mkdtemp(prefix="cnnbench-config-m-")  # Hydra writes multirun.yaml to the sweep dir
+    try:
+        # The launcher's own settings (n_jobs, timeout_min, ...) do not change the jobs: left out.
+        kept = [
+            a for a in args if not a.startswith(("hydra/launcher=", "hydra.launcher.", "hydra.sweep.dir="))
+        ]
+        return launch(
+            [
+                "--multirun",
+                *kept,
+                "hydra/launcher=cnnbench_list",
+                f"hydra.launcher.quiet={str(quiet).lower()}",
+                f"hydra.sweep.dir={scratch}",
+                "hydra/hydra_logging=none",
+                "hydra/job_logging=none",
+            ],
+            command,
+        )
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
