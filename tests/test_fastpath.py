@@ -8,6 +8,7 @@ import pytest
 import torch
 from conftest import TINY
 
+from cnnbench.core import cache
 from cnnbench.errors import CnnbenchError
 from cnnbench.fastpath import resolve as fastpath
 from cnnbench.fastpath.resolve import choose, choose_compile, resolve
@@ -38,7 +39,7 @@ def test_compile_only_when_it_measured_faster():
 @pytest.fixture
 def fake_machine(monkeypatch, tmp_path):
     """A machine whose candidates take the given timings; counts the measurements."""
-    monkeypatch.setenv(fastpath.CACHE_ENV, str(tmp_path / "cache"))
+    monkeypatch.setenv(cache.CACHE_ENV, str(tmp_path / "cache"))
     state = {"timings": BF16_WINS, "measured": 0, "compile_measured": 0, "compiled_ms": 50.0}
 
     def measure(device, **kwargs):
@@ -122,14 +123,14 @@ def test_a_run_records_its_fast_path_and_a_resume_reuses_it(fake_machine, tmp_pa
     checkpoint = torch.load(tmp_path / "checkpoint.pt", weights_only=True)
     assert recorded_fast_path(checkpoint, env)["precision"] == "bf16"
     fake_machine["timings"] = FP32_WINS
-    fastpath.cache_dir().joinpath(fastpath.CACHE_FILE).unlink()  # a probe now would say fp32
+    cache.cache_dir().joinpath(fastpath.CACHE_FILE).unlink()  # a probe now would say fp32
     resumed = Trainer(cfg, tmp_path, resume=True)
     assert resumed.parts.precision == "bf16" and resumed.parts.fast_path.chosen_by == "recorded"
     assert fake_machine["measured"] == 1
 
 
 def test_the_real_probe_measures_every_candidate_within_its_budget(monkeypatch, tmp_path):
-    monkeypatch.setenv(fastpath.CACHE_ENV, str(tmp_path))
+    monkeypatch.setenv(cache.CACHE_ENV, str(tmp_path))
     timings = fastpath.measure(CPU, budget_s=0.0, steps=1)  # one round: the real step, the real models
     assert set(timings) == set(fastpath.candidates(CPU)) and all(ms > 0 for ms in timings.values())
     assert choose(timings) in timings
@@ -200,7 +201,7 @@ def test_explicit_settings_narrow_the_variants():
 @pytest.fixture
 def fake_gpu(monkeypatch, tmp_path):
     """A CUDA machine with faked timings: precision/layout candidates, then the update variants."""
-    monkeypatch.setenv(fastpath.CACHE_ENV, str(tmp_path / "cache"))
+    monkeypatch.setenv(cache.CACHE_ENV, str(tmp_path / "cache"))
     state = {"variants": GRAPHS_WIN, "compile_s": 15.0, "measured": 0, "asked": []}
 
     def machine_key(device):
@@ -308,7 +309,7 @@ def test_the_jobs_of_a_gpu_sweep_share_the_graph_choice(fake_gpu, tmp_path):
     record = tmp_path / "sweep" / "fastpath.json"
     first = resolve(AUTO, CUDA, sweep_record=record)
     fake_gpu["variants"] = GRAPHS_LOSE
-    fastpath.cache_dir().joinpath(fastpath.CACHE_FILE).unlink()
+    cache.cache_dir().joinpath(fastpath.CACHE_FILE).unlink()
     second = resolve(AUTO, CUDA, sweep_record=record)
     assert first.cuda_graphs and second.cuda_graphs and second.chosen_by == "sweep"
 
