@@ -9,6 +9,7 @@
 #   --out: default $OUT (the device tool's output folder), else ./gpu-check.
 # Environment: CNNBENCH_PYTHON (default python3), CNNBENCH_WHEELS (default .whl, filled by
 # benchmarks/fetch_gpu_wheels.sh), CNNBENCH_GPU_CHECK_WORK (scratch folder; default a new one in /tmp).
+# CNNBENCH_GPU_CHECK_STEPS: only these steps, comma-separated (gpu_check.py --steps; the others skipped).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
