@@ -274,7 +274,7 @@ def report(
     with user_errors():
         from rich.console import Console
 
-        from cnnbench.report import make_report, print_report
+        from cnnbench.reporting import make_report, print_report
 
         result = make_report(list(directories), out)
         # Piped into a file or a CI log, rich would wrap the table at 80 columns.

@@ -157,8 +157,8 @@ LAYERS = (
     ("cnnbench.data", "cnnbench.models"),
     ("cnnbench.runs",),
     ("cnnbench.engine", "cnnbench.fastpath"),
-    ("cnnbench.commands", "cnnbench.report", "cnnbench.diagnostics"),
-    ("cnnbench.cli", "cnnbench.__main__"),
+    ("cnnbench.commands", "cnnbench.reporting", "cnnbench.diagnostics"),
+    ("cnnbench.cli", "cnnbench.api", "cnnbench.__main__"),
 )
 
 

@@ -96,7 +96,7 @@ def test_eval_defaults_to_the_numerics_the_run_was_evaluated_with(cli, tmp_path:
 
 
 def test_eval_reproduces_the_runs_final_test_error(cli, val_run: Path, tmp_path: Path) -> None:
-    from cnnbench.report.runs import read_curves
+    from cnnbench.reporting.runs import read_curves
 
     run = _copy(val_run, tmp_path / "run")
     curves_before = read_curves(run, ("error/test", "error/val"))

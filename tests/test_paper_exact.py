@@ -489,7 +489,7 @@ def test_numerics_labels() -> None:
 def test_report_shows_the_numerics(tmp_path: Path) -> None:
     from test_report import make_run, read_csv
 
-    from cnnbench.report import make_report
+    from cnnbench.reporting import make_report
 
     def with_env(folder: Path, env: dict, bn_group: int | None = None) -> None:
         (folder / "env.json").write_text(json.dumps(env))

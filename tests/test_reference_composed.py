@@ -24,7 +24,7 @@ from cnnbench.core.config import conf_dir
 from cnnbench.core.reference import conditions, entries, family_note, family_options, load_reference
 from cnnbench.models import build_model, list_models, paper_param_count
 from cnnbench.models.paper import resolved_options
-from cnnbench.report import make_report, paper_reference
+from cnnbench.reporting import make_report, paper_reference
 
 Compose = Callable[..., DictConfig]
 

@@ -11,9 +11,9 @@ import pytest
 import yaml
 
 from cnnbench.errors import CnnbenchError
-from cnnbench.report import CSV_COLUMNS, make_report, paper_reference, print_report
-from cnnbench.report.plot import mean_curve
-from cnnbench.report.runs import Curve
+from cnnbench.reporting import CSV_COLUMNS, make_report, paper_reference, print_report
+from cnnbench.reporting.plot import mean_curve
+from cnnbench.reporting.runs import Curve
 
 MAX_ITERS = 1000
 
@@ -311,7 +311,7 @@ def test_corrupt_config_is_skipped_with_a_warning(tmp_path: Path) -> None:
 
 
 def test_test_error_at_best_val_column_and_optimistic_best_test(tmp_path: Path) -> None:
-    from cnnbench.report.tables import AT_BEST_VAL, BEST_TEST
+    from cnnbench.reporting.tables import AT_BEST_VAL, BEST_TEST
 
     for seed, at_best_val in ((0, 0.09), (1, 0.11)):
         run = make_run(tmp_path / "sweep" / f"seed{seed}", seed=seed, test_error=0.10, best_test_error=0.08)

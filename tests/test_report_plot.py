@@ -9,9 +9,9 @@ import numpy as np
 import pytest
 import yaml
 
-from cnnbench.report.plot import FEW_POINTS, lone_points, report_figure
-from cnnbench.report.runs import load_run
-from cnnbench.report.summary import build_rows
+from cnnbench.reporting.plot import FEW_POINTS, lone_points, report_figure
+from cnnbench.reporting.runs import load_run
+from cnnbench.reporting.summary import build_rows
 
 
 def make_run(folder: Path, model: str, train: dict[int, float], test: dict[int, float]) -> Path:

@@ -255,7 +255,7 @@ def test_sweeping_again_into_the_same_folder_is_refused(sweep, tmp_path, monkeyp
 def test_report_on_the_sweep(sweep, tmp_path):
     from matplotlib.image import imread
 
-    from cnnbench.report import CSV_COLUMNS
+    from cnnbench.reporting import CSV_COLUMNS
 
     out = tmp_path / "report"
     result = CliRunner().invoke(app, ["report", str(sweep), "--out", str(out)], catch_exceptions=False)

@@ -524,7 +524,7 @@ def write_outputs(result: EvalResult) -> None:
 def find_eval_dirs(paths: Sequence[Path]) -> list[Path]:
     """Run folders under ``paths``: a path that holds a run itself (checkpoint.pt or metrics.json, or a
     saved config), else the run folders found below it the way ``cnnbench report`` finds them."""
-    from cnnbench.report.runs import find_run_dirs
+    from cnnbench.reporting.runs import find_run_dirs
     from cnnbench.runs.files import SAVED_CONFIG
 
     found: list[Path] = []

@@ -1,7 +1,7 @@
 """The papers' numbers (``cnnbench/core/reference.yaml``): the one reader of that file and its matching rule.
 
 ``match(model, depth, options, dataset=...)`` gives the entries whose test error a run with that
-configuration is compared with (``cnnbench.report.reference.paper_reference``);
+configuration is compared with (``cnnbench.reporting.reference.paper_reference``);
 ``match(..., params=True)`` the entries whose parameter count it has (``cnnbench.models.paper``).
 ``options`` are the run's ``model.*`` values with the builder's defaults already filled in (the callers do
 that); this module imports neither torch nor the model families. The rules are in the file's header.

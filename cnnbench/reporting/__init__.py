@@ -6,8 +6,8 @@ papers' numbers (``cnnbench/core/reference.yaml``) next to the measured ones.
 configuration up in the reference numbers.
 """
 
-from cnnbench.report.core import ReportResult, make_report, print_report
-from cnnbench.report.reference import paper_reference
-from cnnbench.report.tables import CSV_COLUMNS
+from cnnbench.reporting.core import ReportResult, make_report, print_report
+from cnnbench.reporting.reference import paper_reference
+from cnnbench.reporting.tables import CSV_COLUMNS
 
 __all__ = ["CSV_COLUMNS", "ReportResult", "make_report", "paper_reference", "print_report"]

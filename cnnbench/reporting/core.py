@@ -7,8 +7,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from cnnbench.errors import CnnbenchError
-from cnnbench.report.runs import Run, find_run_dirs, load_run
-from cnnbench.report.summary import Row, build_rows, duplicate_seed_warnings
+from cnnbench.reporting.runs import Run, find_run_dirs, load_run
+from cnnbench.reporting.summary import Row, build_rows, duplicate_seed_warnings
 
 
 @dataclass
@@ -26,7 +26,7 @@ class ReportResult:
     @property
     def table(self):
         """The report as a ``rich.table.Table``."""
-        from cnnbench.report.tables import rich_table
+        from cnnbench.reporting.tables import rich_table
 
         return rich_table(self.rows)
 
@@ -38,7 +38,7 @@ def _default_out(paths: Sequence[Path]) -> Path:
     return Path("report")
 
 
-def _load_runs(run_dirs: list[Path]) -> tuple[list[Run], list[str]]:
+def load_runs(run_dirs: list[Path]) -> tuple[list[Run], list[str]]:
     runs, warnings = [], []
     for run_dir in run_dirs:
         try:
@@ -77,12 +77,12 @@ def make_report(paths: list[Path], out: Path | None = None) -> ReportResult:
 
     Raises ``CnnbenchError`` when no run folder is found or ``out`` cannot be written.
     """
-    from cnnbench.report.diagnostics import diagnostics_markdown
-    from cnnbench.report.plot import plot_report
-    from cnnbench.report.tables import markdown, write_csv
+    from cnnbench.reporting.diagnostics import diagnostics_markdown
+    from cnnbench.reporting.plot import plot_report
+    from cnnbench.reporting.tables import markdown, write_csv
 
     paths = [Path(p) for p in paths]
-    runs, warnings = _load_runs(find_run_dirs(paths))
+    runs, warnings = load_runs(find_run_dirs(paths))
     if not runs:
         raise CnnbenchError(
             f"No readable runs under {', '.join(map(str, paths))}: "

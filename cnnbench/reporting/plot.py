@@ -14,8 +14,8 @@ from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 from matplotlib.ticker import FuncFormatter
 
-from cnnbench.report.runs import Curve, Run, read_curves
-from cnnbench.report.summary import Row
+from cnnbench.reporting.runs import Curve, Run, read_curves
+from cnnbench.reporting.summary import Row
 
 TRAIN_TAG, TEST_TAG = "error/train", "error/test"
 _MARKERS = (None, "o", "s", "^", "D", "v")

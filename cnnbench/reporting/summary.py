@@ -8,8 +8,8 @@ from collections import Counter, defaultdict
 from dataclasses import dataclass, field
 from typing import Any
 
-from cnnbench.report.reference import paper_reference
-from cnnbench.report.runs import Run
+from cnnbench.reporting.reference import paper_reference
+from cnnbench.reporting.runs import Run
 from cnnbench.runs.files import STATUSES
 
 # Figure 6 order: plain left, ResNet right, other families after them.

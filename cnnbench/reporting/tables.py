@@ -7,8 +7,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from cnnbench.report.reference import family_note
-from cnnbench.report.summary import Row, status_counts, value_text
+from cnnbench.reporting.reference import family_note
+from cnnbench.reporting.summary import Row, status_counts, value_text
 
 # Column names of the human-readable tables.
 BEST_TEST = "best test % (selected on test, optimistic)"
