@@ -1,3 +1,21 @@
-"""cnnbench: plain vs residual CNNs on CIFAR, reproducibly."""
+"""cnnbench: plain vs residual CNNs on CIFAR, reproducibly.
+
+From Python: ``cnnbench.train(...)``, ``cnnbench.sweep(...)``, ``cnnbench.load(path)``,
+``cnnbench.report(...)`` (``cnnbench.api``); refusals raise ``cnnbench.CnnbenchError``.
+"""
+
+from typing import Any
+
+from cnnbench.errors import CnnbenchError
 
 __version__ = "0.1.0"
+__all__ = ["CnnbenchError", "Report", "Run", "Sweep", "load", "report", "sweep", "train"]
+
+
+def __getattr__(name: str) -> Any:
+    # The API's imports (Hydra, torch) happen on first use: `import cnnbench` stays instant.
+    if name in __all__:
+        from cnnbench import api
+
+        return getattr(api, name)
+    raise AttributeError(f"module 'cnnbench' has no attribute {name!r}")

@@ -33,6 +33,9 @@ RESUME_ENV = "CNNBENCH_RESUME"
 # callback sees the folder name resolved a moment before Hydra resolves it again: a ${now:...} stamp
 # differs by microseconds, its parents do not.)
 _new_run_folder: dict[str, Path] = {}
+# The folder the latest launch in this process trains into (run_dir) or sweeps into (sweep_dir): the
+# Python API returns it as a Run or Sweep, also when the run was refused or interrupted.
+last_launch: dict[str, Path] = {}
 
 
 def _refuse(error: CnnbenchError) -> NoReturn:
@@ -47,6 +50,8 @@ class RefuseOverwrite(Callback):
 
     def on_run_start(self, config: DictConfig, **kwargs: Any) -> None:
         _new_run_folder.clear()  # an earlier run of this process says nothing about this one
+        last_launch.clear()
+        last_launch["run_dir"] = Path(str(config.hydra.run.dir))
         if int(os.environ.get("RANK", "0")) > 0:
             return  # torchrun: rank 0 checks (and the other ranks find its files there)
         _refuse_unswept_experiment(config)
@@ -65,6 +70,8 @@ class RefuseOverwrite(Callback):
             _new_run_folder["existing_parent"] = next(p for p in run_dir.parents if p.exists()).resolve()
 
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
+        last_launch.clear()
+        last_launch["sweep_dir"] = Path(str(config.hydra.sweep.dir))
         if config.hydra.job.env_set.get(RESUME_ENV):
             return
         _refuse_unnamed_sweeps(config)
@@ -161,6 +168,8 @@ def hydra_app(cfg: DictConfig) -> float | None:
 
     hydra_cfg = HydraConfig.get()
     run_dir = Path(hydra_cfg.runtime.output_dir)
+    if hydra_cfg.mode != RunMode.MULTIRUN:
+        last_launch["run_dir"] = run_dir  # resolved once more by Hydra: this is the folder it uses
     # The jobs of a sweep train with one fast path (the first job's choice, in the sweep folder).
     sweep_dir = Path(hydra_cfg.sweep.dir) if hydra_cfg.mode == RunMode.MULTIRUN else None
     try:

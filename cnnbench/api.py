@@ -1,0 +1,272 @@
+"""cnnbench from Python (a notebook, a script): train, sweep, open run folders, report.
+
+The same code path as the command line: ``train`` and ``sweep`` launch the same Hydra app through
+``commands.launch`` with the same overrides, so the composition, validation, fast path, run folder and
+records are those of ``cnnbench train``. Refusals raise ``CnnbenchError`` with the message the CLI
+prints; the interpreter lives on (Hydra's global state cleared, the working directory and the logging
+set-up as they were).
+
+    import cnnbench
+    run = cnnbench.train("model=resnet", "depth=20", "data=digits", "trainer.max_iters=300")
+    run.status, run.metrics["test_error"], run.model()
+    sweep = cnnbench.sweep("model=plain,resnet", "depth=20,56", "data=digits", "trainer.max_iters=300")
+    cnnbench.report(sweep).figure
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from cnnbench.errors import CnnbenchError, collected_errors
+from cnnbench.runs.files import METRICS_NAME, MULTIRUN_RECORD, SAVED_CONFIG, holds_run, read_metrics
+
+if TYPE_CHECKING:
+    import torch
+    from matplotlib.figure import Figure
+    from omegaconf import DictConfig
+
+CURVE_TAGS = ("error/train", "error/test", "loss/train", "loss/test", "lr")
+
+
+@dataclass(frozen=True)
+class Run:
+    """One run folder (made by ``train``, a sweep, or the CLI). Reads its files; never changes them."""
+
+    path: Path
+
+    @property
+    def config(self) -> DictConfig:
+        """The composed config the run trained with (``.hydra/config.yaml``)."""
+        from omegaconf import OmegaConf
+
+        return OmegaConf.load(self.path / SAVED_CONFIG)
+
+    @property
+    def metrics(self) -> dict[str, Any]:
+        """``metrics.json``: status, iteration, final errors and losses (fractions), params, attempts."""
+        return read_metrics(self.path) or {}
+
+    @property
+    def status(self) -> str | None:
+        """``running``, ``completed``, ``interrupted``, ``diverged`` or ``failed`` (None: never started)."""
+        return self.metrics.get("status")
+
+    def history(self, tags: Iterable[str] = CURVE_TAGS) -> dict[str, list[tuple[int, float]]]:
+        """The logged scalars per TensorBoard tag, as (iteration, value) pairs."""
+        from cnnbench.reporting.runs import read_curves
+
+        return {
+            tag: [(int(s), float(v)) for s, v in zip(curve.steps, curve.values, strict=True)]
+            for tag, curve in read_curves(self.path, tuple(tags)).items()
+        }
+
+    def model(self, device: str = "cpu", weights: str = "last") -> torch.nn.Module:
+        """The trained network (eval mode) on ``device``; ``weights``: last, best (best.pt) or ema."""
+        from cnnbench.commands.evaluate import WEIGHTS
+        from cnnbench.engine.trained import load_trained
+
+        if weights not in WEIGHTS:
+            raise CnnbenchError(f"weights={weights!r} is not valid; use one of {', '.join(WEIGHTS)}.")
+        chosen = WEIGHTS[weights]
+        if not chosen.path(self.path).is_file():
+            raise CnnbenchError(chosen.missing.format(run=self.path))
+        return load_trained(
+            self.path, device=device, checkpoint_name=chosen.checkpoint_name, state_key=chosen.state_key
+        ).model
+
+    def __repr__(self) -> str:
+        m = self.metrics
+        error = m.get("test_error")
+        shown = f", test_error={error:.4f}" if isinstance(error, float) else ""
+        return f"Run('{self.path}', status={m.get('status')!r}, iteration={m.get('iteration')}{shown})"
+
+
+@dataclass(frozen=True)
+class Sweep:
+    """A multirun folder; iterating gives its runs (job folders that hold a run), in folder order."""
+
+    path: Path
+
+    @property
+    def runs(self) -> list[Run]:
+        return [Run(p) for p in sorted(self.path.iterdir()) if p.is_dir() and holds_run(p)]
+
+    def __iter__(self) -> Iterator[Run]:
+        return iter(self.runs)
+
+    def __len__(self) -> int:
+        return len(self.runs)
+
+    def __getitem__(self, index: int) -> Run:
+        return self.runs[index]
+
+    def __repr__(self) -> str:
+        return f"Sweep('{self.path}', runs={len(self)})"
+
+
+@dataclass
+class Report:
+    """What ``cnnbench report`` computes, for a notebook: ``rows`` (a pandas DataFrame when pandas is
+    installed, else a list of dicts, the columns of report.csv) and ``figure`` (Figure 6, matplotlib)."""
+
+    rows: Any
+    figure: Figure
+    warnings: list[str]
+    _paths: list[Path]
+
+    def save(self, folder: str | Path) -> Path:
+        """Write report.png, report.md and report.csv into ``folder`` (as `cnnbench report --out`)."""
+        from cnnbench.reporting import make_report
+
+        return make_report(self._paths, Path(folder)).out
+
+
+def _overrides(overrides: tuple[str, ...], options: dict[str, Any]) -> list[str]:
+    """Positional overrides as typed, then keyword ones: ``depth=56``, ``trainer__max_iters=300``."""
+    given = list(overrides)
+    for key, value in options.items():
+        text = str(value).lower() if isinstance(value, bool) else str(value)
+        given.append(f"{key.replace('__', '.')}={text}")
+    bad = [o for o in given if not isinstance(o, str) or o.startswith("-")]
+    if bad:
+        raise CnnbenchError(
+            f"{', '.join(map(str, bad))}: cnnbench.train/sweep take Hydra overrides (key=value strings, e.g. "
+            f'"depth=56"), not command-line flags; use cnnbench.sweep for a multirun.'
+        )
+    return given
+
+
+@contextmanager
+def _kernel_kept() -> Iterator[None]:
+    """The caller's working directory, logging set-up and Hydra state as they were, afterwards."""
+    from hydra.core.global_hydra import GlobalHydra
+
+    cwd = os.getcwd()
+    root = logging.getLogger()
+    saved_root = (root.level, root.handlers[:])
+    saved = {
+        name: (lg.level, lg.handlers[:], lg.propagate, lg.disabled)
+        for name, lg in logging.Logger.manager.loggerDict.items()
+        if isinstance(lg, logging.Logger)
+    }
+    try:
+        yield
+    finally:
+        GlobalHydra.instance().clear()
+        os.chdir(cwd)
+        for handler in root.handlers[:]:
+            if handler not in saved_root[1]:
+                handler.close()  # train.log: Hydra's file handler for the run that ended
+        root.setLevel(saved_root[0])
+        root.handlers[:] = saved_root[1]
+        for name, lg in list(logging.Logger.manager.loggerDict.items()):
+            if isinstance(lg, logging.Logger) and name in saved:
+                lg.level, lg.handlers[:], lg.propagate, lg.disabled = saved[name]
+
+
+def _launch(args: list[str]) -> tuple[int, dict[str, Path]]:
+    """Launch like the CLI; a refusal raises ``CnnbenchError`` with the CLI's message."""
+    from cnnbench.commands import app
+    from cnnbench.commands.launch import launch
+
+    app.last_launch.clear()
+    with _kernel_kept(), collected_errors() as errors:
+        try:
+            code = launch(args, "train")
+        except SystemExit as stop:  # a run stopped by a signal (Ctrl-C in a cell): marked interrupted
+            code = stop.code if isinstance(stop.code, int) else 1
+    where = dict(app.last_launch)
+    if errors and not _stopped_run(where):
+        raise CnnbenchError("\n".join(errors), exit_code=code or 2)
+    return code, where
+
+
+def _stopped_run(where: dict[str, Path]) -> bool:
+    run_dir = where.get("run_dir")
+    return run_dir is not None and (read_metrics(run_dir) or {}).get("status") == "interrupted"
+
+
+def train(*overrides: str, run_dir: str | Path | None = None, **options: Any) -> Run:
+    """Train one run, exactly as ``cnnbench train OVERRIDES...`` does, and return it when it ends.
+
+    ``overrides`` are Hydra overrides as on the command line (``"model=resnet"``, ``"depth=20"``);
+    keyword options are overrides too, with ``__`` for the dots (``trainer__max_iters=300``).
+    ``run_dir``: the run folder (default: ``outputs/<model><depth>/<stamp>``, as the CLI). Calling
+    ``train`` again with the same ``run_dir`` continues an interrupted run or returns the completed one
+    (``trainer.resume=auto``).
+
+    Returns a ``Run`` whose ``status`` says how it ended: ``completed``, ``diverged``, or ``interrupted``
+    (Ctrl-C / the notebook's interrupt: the checkpoint is kept, the same call continues it).
+    Raises ``CnnbenchError`` (the CLI's one-paragraph message) for bad overrides or a refused folder;
+    nothing is written then.
+    """
+    args = _overrides(overrides, options)
+    if run_dir is not None:
+        args.append(f"hydra.run.dir={Path(run_dir)}")
+    _, where = _launch(args)
+    if "run_dir" not in where:
+        raise CnnbenchError("The run did not start (no run folder was chosen); see the log above.")
+    return Run(where["run_dir"])
+
+
+def sweep(*overrides: str, sweep_dir: str | Path | None = None, **options: Any) -> Sweep:
+    """A Hydra multirun, exactly as ``cnnbench train -m OVERRIDES...`` (any launcher, e.g.
+    ``"hydra/launcher=joblib"``): every job's config is checked before any starts. Returns the ``Sweep``
+    when all jobs have ended; ``sweep_dir`` as ``hydra.sweep.dir`` (default ``outputs/multirun/<stamp>``)."""
+    from cnnbench.commands.launch import list_sweep_jobs
+
+    args = _overrides(overrides, options)
+    if sweep_dir is not None:
+        args.append(f"hydra.sweep.dir={Path(sweep_dir)}")
+    with _kernel_kept(), collected_errors() as errors:
+        code = list_sweep_jobs(args, quiet=True, command="train")
+    if code or errors:
+        raise CnnbenchError("\n".join(errors) or "The sweep was refused.", exit_code=code or 2)
+    _, where = _launch(["--multirun", *args])
+    return Sweep(where["sweep_dir"])
+
+
+def load(path: str | Path) -> Run | Sweep:
+    """Open a run folder or a sweep (multirun) folder, also one the CLI made."""
+    folder = Path(path)
+    if (folder / MULTIRUN_RECORD).is_file():
+        return Sweep(folder)
+    if folder.is_dir() and (folder / METRICS_NAME).is_file():
+        return Run(folder)
+    raise CnnbenchError(
+        f"{folder} is neither a run folder (with {METRICS_NAME}) nor a sweep folder "
+        f"(with {MULTIRUN_RECORD}). "
+        f"Give cnnbench.load a folder under outputs/ that `cnnbench status` lists."
+    )
+
+
+def report(runs: Run | Sweep | str | Path | Iterable[Run | Sweep | str | Path]) -> Report:
+    """The numbers and Figure 6 of ``cnnbench report`` for runs, sweeps or folders, without writing
+    files (``Report.save(folder)`` writes them)."""
+    from cnnbench.reporting.core import load_runs
+    from cnnbench.reporting.plot import report_figure
+    from cnnbench.reporting.runs import find_run_dirs
+    from cnnbench.reporting.summary import build_rows, duplicate_seed_warnings
+    from cnnbench.reporting.tables import csv_record
+
+    items = [runs] if isinstance(runs, (Run, Sweep, str, Path)) else list(runs)
+    paths = [item.path if isinstance(item, (Run, Sweep)) else Path(item) for item in items]
+    loaded, warnings = load_runs(find_run_dirs(paths))
+    if not loaded:
+        raise CnnbenchError(f"No readable runs under {', '.join(map(str, paths))}. " + " ".join(warnings))
+    rows = build_rows(loaded)
+    warnings += duplicate_seed_warnings(rows)
+    records = [csv_record(row) for row in rows]
+    try:
+        import pandas
+
+        table: Any = pandas.DataFrame(records)
+    except ImportError:
+        table = records
+    return Report(rows=table, figure=report_figure(rows, warnings), warnings=warnings, _paths=paths)
