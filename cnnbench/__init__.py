@@ -7,9 +7,9 @@ From Python: ``cnnbench.train(...)``, ``cnnbench.sweep(...)``, ``cnnbench.load(p
 from typing import Any
 
 from cnnbench.errors import CnnbenchError
+from cnnbench.version import __version__
 
-__version__ = "0.1.0"
-__all__ = ["CnnbenchError", "Report", "Run", "Sweep", "load", "report", "sweep", "train"]
+__all__ = ["__version__", "CnnbenchError", "Report", "Run", "Sweep", "load", "report", "sweep", "train"]
 
 
 def __getattr__(name: str) -> Any:

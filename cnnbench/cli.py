@@ -68,7 +68,7 @@ def version_callback(value: bool) -> None:
     if value:
         from importlib.metadata import PackageNotFoundError, version
 
-        import cnnbench
+        from cnnbench.version import __version__
 
         def installed(name: str) -> str:
             try:
@@ -77,7 +77,7 @@ def version_callback(value: bool) -> None:
                 return "not installed"
 
         typer.echo(
-            f"cnnbench {cnnbench.__version__} (torch {installed('torch')}, "
+            f"cnnbench {__version__} (torch {installed('torch')}, "
             f"hydra-core {installed('hydra-core')}, Python {sys.version.split()[0]})"
         )
         raise typer.Exit()

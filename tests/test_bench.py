@@ -159,6 +159,7 @@ def _final_train_loss(tmp_path, precision: str) -> float:
     return metrics["train_loss"]
 
 
+@pytest.mark.slow  # ~9 s: two full trainings
 def test_fast_default_agrees_with_fp32(tmp_path):
     fast = "bf16"  # the mixed-precision path that trainer.precision=auto picks where it measures faster
     reference = _final_train_loss(tmp_path, "fp32")

@@ -10,6 +10,8 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
+
 ARGS = [
     "data=digits", "model=plain", "depth=8", "trainer.max_iters=40", "trainer.batch_size=32",
     "trainer.log_every=10", "trainer.eval_every=20", "trainer.ckpt_every=20",
@@ -41,6 +43,7 @@ def _explain(result: subprocess.CompletedProcess, run_dir: Path | None = None) -
 TORCHRUN = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2"]
 
 
+@pytest.mark.slow  # ~20 s: two torchrun processes and a reference run
 def test_torchrun_two_cpu_processes_match_a_single_process_run(tmp_path: Path) -> None:
     ddp = _run([*TORCHRUN, "-m", "cnnbench", "train", *ARGS, "hydra.run.dir=ddp"], tmp_path)
     assert ddp.returncode == 0, _explain(ddp, tmp_path / "ddp")

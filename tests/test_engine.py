@@ -153,12 +153,12 @@ def test_no_import_cycles():
 # The package's layers, bottom up (docs/design.md, "Where things live"): a module imports modules of its
 # own layer and of the layers below it, never one above (an engine module never reaches up to a command).
 LAYERS = (
-    ("cnnbench", "cnnbench.errors", "cnnbench.core"),  # `cnnbench` itself: the version only
+    ("cnnbench.version", "cnnbench.errors", "cnnbench.core"),
     ("cnnbench.data", "cnnbench.models"),
     ("cnnbench.runs",),
     ("cnnbench.engine", "cnnbench.fastpath"),
     ("cnnbench.commands", "cnnbench.reporting", "cnnbench.diagnostics"),
-    ("cnnbench.cli", "cnnbench.api", "cnnbench.__main__"),
+    ("cnnbench", "cnnbench.cli", "cnnbench.api", "cnnbench.__main__"),  # `cnnbench`: the API, lazily
 )
 
 

@@ -330,6 +330,7 @@ def test_sigterm_writes_a_checkpoint_and_resume_is_exact(
     assert session_starts(run) == [stopped_at + 1]  # the resumed writer used purge_step
 
 
+@pytest.mark.slow  # ~9 s; SIGTERM and Ctrl-C resumes stay in the default suite
 def test_sigkill_resumes_from_the_last_periodic_checkpoint_and_is_exact(
     reference: Path, tmp_path: Path, spawn: Callable[..., Running], cli: Cli, one_thread: None
 ) -> None:

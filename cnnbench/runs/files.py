@@ -120,11 +120,11 @@ def environment(device: Any, precision: str, compiled: bool, synthetic: bool) ->
     import torch
     import torchvision
 
-    import cnnbench
+    from cnnbench.version import __version__
 
     cuda = torch.cuda.is_available() and device.type == "cuda"
     return {
-        "cnnbench_version": cnnbench.__version__,
+        "cnnbench_version": __version__,
         "git_commit": _git_commit(),
         "python": platform.python_version(),
         "torch": torch.__version__,
