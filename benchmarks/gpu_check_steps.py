@@ -483,7 +483,7 @@ try:
         except Exception:
             info["nccl"] = None
     from cnnbench.engine import gpus
-    from cnnbench.fastpath.resolve import candidates
+    from cnnbench.fastpath.probe import candidates
     info["candidates"] = candidates(torch.device(sys.argv[1]))
     info["mps_running"] = gpus.mps_running()
     info["device_model"] = gpus.device_model()
