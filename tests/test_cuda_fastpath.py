@@ -160,7 +160,8 @@ def test_fused_sgd_on_cuda_matches_foreach_and_takes_a_tensor_lr():
 
 
 def test_the_probe_runs_every_uncompiled_variant_on_this_gpu():
-    from cnnbench.fastpath.resolve import allowed_variants, measure_variants
+    from cnnbench.fastpath.choice import allowed_variants
+    from cnnbench.fastpath.cuda import measure_variants
 
     names = [v.name for v in allowed_variants(None, None, None, consider_compile=False)]
     result = measure_variants(torch.device("cuda"), "bf16", True, names, budget_s=0.0, steps=2)

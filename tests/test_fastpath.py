@@ -10,8 +10,10 @@ from conftest import TINY
 
 from cnnbench.core import cache
 from cnnbench.errors import CnnbenchError
+from cnnbench.fastpath import choice, cuda, probe
 from cnnbench.fastpath import resolve as fastpath
-from cnnbench.fastpath.resolve import choose, choose_compile, resolve
+from cnnbench.fastpath.choice import choose, choose_compile
+from cnnbench.fastpath.resolve import resolve
 
 CPU = torch.device("cpu")
 # Faked timings (ms per ResNet-20 update) of three kinds of machine seen by this project.
@@ -50,8 +52,8 @@ def fake_machine(monkeypatch, tmp_path):
         state["compile_measured"] += 1
         return {"eager_ms": 100.0, "compiled_ms": state["compiled_ms"], "compile_s": 1.0}
 
-    monkeypatch.setattr(fastpath, "measure", measure)
-    monkeypatch.setattr(fastpath, "measure_compile", measure_compile)
+    monkeypatch.setattr(probe, "measure", measure)
+    monkeypatch.setattr(probe, "measure_compile", measure_compile)
     return state
 
 
@@ -123,7 +125,7 @@ def test_a_run_records_its_fast_path_and_a_resume_reuses_it(fake_machine, tmp_pa
     checkpoint = torch.load(tmp_path / "checkpoint.pt", weights_only=True)
     assert recorded_fast_path(checkpoint, env)["precision"] == "bf16"
     fake_machine["timings"] = FP32_WINS
-    cache.cache_dir().joinpath(fastpath.CACHE_FILE).unlink()  # a probe now would say fp32
+    cache.cache_dir().joinpath(choice.CACHE_FILE).unlink()  # a probe now would say fp32
     resumed = Trainer(cfg, tmp_path, resume=True)
     assert resumed.parts.precision == "bf16" and resumed.parts.fast_path.chosen_by == "recorded"
     assert fake_machine["measured"] == 1
@@ -131,8 +133,8 @@ def test_a_run_records_its_fast_path_and_a_resume_reuses_it(fake_machine, tmp_pa
 
 def test_the_real_probe_measures_every_candidate_within_its_budget(monkeypatch, tmp_path):
     monkeypatch.setenv(cache.CACHE_ENV, str(tmp_path))
-    timings = fastpath.measure(CPU, budget_s=0.0, steps=1)  # one round: the real step, the real models
-    assert set(timings) == set(fastpath.candidates(CPU)) and all(ms > 0 for ms in timings.values())
+    timings = probe.measure(CPU, budget_s=0.0, steps=1)  # one round: the real step, the real models
+    assert set(timings) == set(probe.candidates(CPU)) and all(ms > 0 for ms in timings.values())
     assert choose(timings) in timings
 
 
@@ -166,7 +168,7 @@ GRAPHS_LOSE = {
 
 
 def test_the_update_variant_is_the_fastest_the_run_repays_and_the_simplest_on_a_tie():
-    from cnnbench.fastpath.resolve import choose_variant
+    from cnnbench.fastpath.choice import choose_variant
 
     uncompiled = {k: v for k, v in GRAPHS_WIN.items() if k.startswith("eager")}
     assert choose_variant(uncompiled) == "eager/fused+graphs"
@@ -180,7 +182,7 @@ def test_the_update_variant_is_the_fastest_the_run_repays_and_the_simplest_on_a_
 
 
 def test_explicit_settings_narrow_the_variants():
-    from cnnbench.fastpath.resolve import allowed_variants
+    from cnnbench.fastpath.choice import allowed_variants
 
     def names(*args, **kwargs):
         return sorted(v.name for v in allowed_variants(*args, **kwargs))
@@ -208,7 +210,7 @@ def fake_gpu(monkeypatch, tmp_path):
         return {
             "torch": torch.__version__,
             "device": device.type,
-            "probe": fastpath.PROBE_VERSION,
+            "probe": choice.PROBE_VERSION,
             "gpu": "H",
         }
 
@@ -217,10 +219,11 @@ def fake_gpu(monkeypatch, tmp_path):
         state["asked"].append((precision, channels_last, sorted(names), compile_mode))
         return {"timings_ms": {n: state["variants"][n] for n in names}, "compile_s": state["compile_s"]}
 
-    monkeypatch.setattr(fastpath, "machine_key", machine_key)
+    monkeypatch.setattr(probe, "machine_key", machine_key)
+    monkeypatch.setattr(cuda, "machine_key", machine_key)
     monkeypatch.setattr(fastpath, "resolve_precision", lambda name, device: name)
-    monkeypatch.setattr(fastpath, "measure", lambda device, **kwargs: dict(CUDA_PRECISION))
-    monkeypatch.setattr(fastpath, "measure_variants", measure_variants)
+    monkeypatch.setattr(probe, "measure", lambda device, **kwargs: dict(CUDA_PRECISION))
+    monkeypatch.setattr(cuda, "measure_variants", measure_variants)
     return state
 
 
@@ -237,7 +240,7 @@ def test_on_a_gpu_where_graphs_win_auto_captures_the_update_with_the_fused_optim
     # The paper's 64k iterations repay the compilation: compiled, and still captured.
     long_run = resolve({**AUTO, "max_iters": 64000}, CUDA)
     assert (long_run.compile, long_run.cuda_graphs, long_run.compile_mode) == (True, True, "default")
-    assert fastpath.FastPath(**long_run.record()) == long_run  # the record rebuilds the same choice
+    assert choice.FastPath(**long_run.record()) == long_run  # the record rebuilds the same choice
 
 
 def test_on_a_gpu_where_graphs_lose_auto_keeps_the_eager_fused_update(fake_gpu):
@@ -309,7 +312,7 @@ def test_the_jobs_of_a_gpu_sweep_share_the_graph_choice(fake_gpu, tmp_path):
     record = tmp_path / "sweep" / "fastpath.json"
     first = resolve(AUTO, CUDA, sweep_record=record)
     fake_gpu["variants"] = GRAPHS_LOSE
-    cache.cache_dir().joinpath(fastpath.CACHE_FILE).unlink()
+    cache.cache_dir().joinpath(choice.CACHE_FILE).unlink()
     second = resolve(AUTO, CUDA, sweep_record=record)
     assert first.cuda_graphs and second.cuda_graphs and second.chosen_by == "sweep"
 

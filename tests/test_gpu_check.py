@@ -86,13 +86,13 @@ def seed_fast_path(cache: Path) -> None:
     them probes (12 s or more each on a busy CPU; the probe is cnnbench's, tested with it)."""
     import torch
 
-    from cnnbench.fastpath import resolve
+    from cnnbench.fastpath import choice, probe
 
     threads = int(part("profiles").DRY_RUN.env["OMP_NUM_THREADS"])
-    key = {**resolve.machine_key(torch.device("cpu")), "threads": threads}
+    key = {**probe.machine_key(torch.device("cpu")), "threads": threads}
     entry = {
         "machine": key,
-        "timings_ms": {name: 10.0 for name in resolve.candidates(torch.device("cpu"))},
+        "timings_ms": {name: 10.0 for name in probe.candidates(torch.device("cpu"))},
         "choice": "fp32/nchw",
         "probe_seconds": 0.0,
         "other_cpu_pct": 0.0,
@@ -100,7 +100,7 @@ def seed_fast_path(cache: Path) -> None:
     }
     cache.mkdir(parents=True, exist_ok=True)
     entries = {json.dumps(key, sort_keys=True): entry}
-    (cache / resolve.CACHE_FILE).write_text(json.dumps({"entries": entries}))
+    (cache / choice.CACHE_FILE).write_text(json.dumps({"entries": entries}))
 
 
 def run_dry(root: Path, steps: list[str] | None = None) -> tuple[Path, dict, str]:
@@ -262,7 +262,7 @@ def test_the_cuda_tests_are_collected_with_the_cuda_marker(dry_run):
 def test_each_candidate_and_variant_is_measured_and_extrapolated(dry_run):
     import torch
 
-    from cnnbench.fastpath.resolve import candidates
+    from cnnbench.fastpath.probe import candidates
 
     _, summary, _ = dry_run
     results = summary["results"]

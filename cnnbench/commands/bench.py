@@ -45,7 +45,7 @@ import torch
 
 from cnnbench.core.cpuload import OtherLoad
 from cnnbench.errors import CnnbenchError
-from cnnbench.fastpath.resolve import matmul_peak_gflops
+from cnnbench.fastpath.probe import matmul_peak_gflops
 
 BENCH_OPTIONS = {"iters": int, "warmup": int, "repeats": int, "window": float, "eval_images": int}
 DEFAULT_WARMUP = 3
@@ -554,9 +554,11 @@ def run_probe(overrides: list[str], as_json: bool = False) -> dict[str, Any]:
     from rich.console import Console
     from rich.table import Table
 
+    from cnnbench.core.cache import cache_dir
     from cnnbench.core.device import resolve_device
     from cnnbench.engine.gpus import job_device
-    from cnnbench.fastpath.resolve import PROBE_BATCH, PROBE_DEPTH, cache_dir, parse_candidate, probe
+    from cnnbench.fastpath.choice import PROBE_BATCH, PROBE_DEPTH, parse_candidate
+    from cnnbench.fastpath.probe import probe
 
     overrides, _ = split_bench_options(overrides)
     cfg = compose_config(overrides)

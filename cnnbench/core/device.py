@@ -72,5 +72,5 @@ def autocast(
 # On the CPU, compiling costs tens of seconds: only runs this long consider it (cnnbench.fastpath.resolve).
 CPU_COMPILE_MIN_ITERS = 10_000
 # On CUDA, compiled candidates are measured only for runs this long; a compile must also repay its
-# measured compilation time over the run (cnnbench.fastpath.resolve.choose_variant).
+# measured compilation time over the run (cnnbench.fastpath.choice.choose_variant).
 CUDA_COMPILE_MIN_ITERS = 2_000

@@ -29,8 +29,9 @@ from cnnbench.data.loader import DeviceBatches
 from cnnbench.data.mixing import BatchMix
 from cnnbench.engine.gpus import job_device
 from cnnbench.errors import CnnbenchError
+from cnnbench.fastpath.choice import FastPath
 from cnnbench.fastpath.compilecache import SWEEP_CACHE_DIR, use_shared_cache
-from cnnbench.fastpath.resolve import FastPath, resolve
+from cnnbench.fastpath.resolve import resolve
 from cnnbench.models import build_model
 from cnnbench.models.ghostbn import use_ghost_bn
 

@@ -25,7 +25,7 @@ from cnnbench.engine.records import RunRecords
 from cnnbench.engine.state import RunState, check_same_config, checkpoint_state, recorded_fast_path, restore
 from cnnbench.engine.step import RunDiverged, TrainStep, evaluate
 from cnnbench.errors import CnnbenchError
-from cnnbench.fastpath.resolve import CACHE_FILE as FASTPATH_RECORD
+from cnnbench.fastpath.choice import CACHE_FILE as FASTPATH_RECORD
 from cnnbench.runs.checkpoint import CHECKPOINT_NAME, load_checkpoint, save_checkpoint
 from cnnbench.runs.continuation import decide
 from cnnbench.runs.files import BEST_CHECKPOINT_NAME, existing_run_error, holds_run, read_env

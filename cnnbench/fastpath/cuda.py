@@ -1,0 +1,102 @@
+"""The CUDA stage of the probe: eager or compiled, foreach or fused optimizer, with or without the update
+captured as a CUDA graph, timed for the chosen precision and layout, cached beside the first stage."""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from datetime import datetime, timezone
+from typing import Any
+
+import torch
+
+from cnnbench.core.cache import cache_dir, locked
+from cnnbench.core.cache import read_json as _read
+from cnnbench.core.cache import write_json as _write
+from cnnbench.errors import CnnbenchError
+from cnnbench.fastpath.choice import BY_NAME, CACHE_FILE, CUDA_COMPILE_MODE, PROBE_BUDGET_S, candidate_name
+from cnnbench.fastpath.probe import _key_string, _sync, _time, _workload, machine_key
+
+log = logging.getLogger("cnnbench")
+
+
+def measure_variants(
+    device: torch.device,
+    precision: str,
+    channels_last: bool,
+    names: list[str],
+    compile_mode: str = CUDA_COMPILE_MODE,
+    budget_s: float = PROBE_BUDGET_S,
+    steps: int = 5,
+) -> dict[str, Any]:
+    """The fastest ms per update of each variant in ``names`` (interleaved rounds, as ``measure``), and
+    the compilation time of the compiled ones (the longest warm-up: the first compile of the graph).
+
+    Warm-up: enough calls to get past a graph's eager steps and its capture. A variant that fails to
+    build, compile or capture here is left out (and logged), so ``auto`` never picks it.
+    """
+    from cnnbench.engine.graphs import WARMUP_STEPS
+
+    start = time.perf_counter()
+    workloads: dict[str, Callable[[], object]] = {}
+    compile_s = 0.0
+    for name in names:
+        v = BY_NAME[name]
+        try:
+            step = _workload(
+                device,
+                precision,
+                channels_last,
+                v.compile,
+                fused=v.fused,
+                graphs=v.graphs,
+                compile_mode=compile_mode,
+            )
+            began = time.perf_counter()
+            for _ in range(WARMUP_STEPS + 2):
+                step()
+            _sync(device)
+        except Exception as exc:  # a variant this torch/GPU cannot run: not a candidate
+            log.warning("Fast-path variant %s failed here and is left out: %s", name, exc)
+            continue
+        if v.compile:
+            compile_s = max(compile_s, time.perf_counter() - began)
+        workloads[name] = step
+    if not workloads:
+        raise CnnbenchError(f"none of the update variants {names} ran on {device}.")
+    order = list(workloads)
+    estimate = {name: _time(workloads[name], device, 1) for name in order}
+    per_round = steps * sum(estimate.values()) / 1e3
+    rounds = int(min(max((budget_s - (time.perf_counter() - start)) / max(per_round, 1e-9), 1), 5))
+    samples: dict[str, list[float]] = {name: [] for name in order}
+    for r in range(rounds):
+        for name in order[r % len(order) :] + order[: r % len(order)]:
+            samples[name].append(_time(workloads[name], device, steps))
+    return {"timings_ms": {name: min(values) for name, values in samples.items()}, "compile_s": compile_s}
+
+
+def probe_variants(
+    device: torch.device, precision: str, channels_last: bool, names: list[str], compile_mode: str
+) -> dict[str, Any]:
+    """The update variants' timings on this machine (cached beside the probe, per set of variants)."""
+    key = {
+        **machine_key(device),
+        "variants_for": candidate_name(precision, channels_last),
+        "variants": sorted(names),
+        "compile_mode": compile_mode,
+    }
+    path = cache_dir() / CACHE_FILE
+    with locked(path):
+        cache = _read(path)
+        entry = (cache.get("variants") or {}).get(_key_string(key))
+        if entry:
+            return {**entry, "cached": True}
+        log.info("Measuring the fastest way to run the update on this GPU (once; cached in %s)...", path)
+        entry = {
+            **measure_variants(device, precision, channels_last, names, compile_mode),
+            "measured_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        }
+        cache.setdefault("variants", {})[_key_string(key)] = entry
+        _write(path, cache)
+        return {**entry, "cached": False}
