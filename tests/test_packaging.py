@@ -73,3 +73,13 @@ def test_pip_install_then_bench_with_the_baseline(tmp_path):
     )  # fmt: skip
     assert listed.returncode == 0, listed.stdout + listed.stderr
     assert "4 jobs" in listed.stdout and "depth=56,model=resnet" in listed.stdout
+
+
+def test_every_subpackage_ships_in_the_wheel():
+    """pyproject.toml lists packages by hand: a new folder of cnnbench left out would be missing from a
+    wheel install (an editable install would still find it, so the rest of the suite cannot tell)."""
+    import tomllib
+
+    listed = set(tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]["packages"])
+    found = {".".join(p.parent.relative_to(ROOT).parts) for p in (ROOT / "cnnbench").rglob("__init__.py")}
+    assert found - listed == set(), f"not in pyproject.toml's packages: {sorted(found - listed)}"
