@@ -25,7 +25,8 @@ import torch
 import torch.nn.functional as F
 
 from cnnbench.errors import CnnbenchError
-from cnnbench.runs.files import BEST_CHECKPOINT_NAME, CHECKPOINT_NAME, holds_run, read_env, write_json_atomic
+from cnnbench.runs.files import holds_run, read_env, write_json_atomic
+from cnnbench.runs.weights import WEIGHTS, chosen_weights
 
 if TYPE_CHECKING:
     from cnnbench.engine.trained import TrainedRun
@@ -37,46 +38,6 @@ TTA_CHOICES = ("none", "flip")
 PRECISIONS = ("run", "fp32", "bf16", "fp16")
 # Data-section keys that do not change which images are loaded (the cache ignores them).
 _NOT_LOADING_KEYS = {"normalize"}
-
-
-@dataclass(frozen=True)
-class Weights:
-    """One choice of ``--weights``: which checkpoint file of the run holds them, and what to say when the
-    run has none. A future ``ema`` choice is one more entry in ``WEIGHTS`` (its file, or a state key
-    inside checkpoint.pt once ``load_trained`` takes one)."""
-
-    name: str
-    checkpoint_name: str
-    missing: str  # {run} is the run folder
-    state_key: str = "model"  # which weights inside the file: the model's, or their EMA
-
-    def path(self, run_dir: Path) -> Path:
-        return run_dir / self.checkpoint_name
-
-
-WEIGHTS: dict[str, Weights] = {
-    "last": Weights(
-        "last",
-        CHECKPOINT_NAME,
-        "{run} has no checkpoint.pt, so there are no weights to evaluate: the run stopped before its "
-        "first checkpoint (every trainer.ckpt_every iterations, at the end and on Ctrl-C). Continue it "
-        "with `cnnbench resume {run}` or train a new run.",
-    ),
-    "best": Weights(
-        "best",
-        BEST_CHECKPOINT_NAME,
-        "{run} has no best.pt: the weights with the best validation error are kept only by runs trained "
-        "with a validation split (e.g. data.val_size=5000), and only after their first evaluation. "
-        "Evaluate its last weights with --weights last, or train with data.val_size=N.",
-    ),
-    "ema": Weights(
-        "ema",
-        CHECKPOINT_NAME,
-        "{run} has no checkpoint.pt, so there are no EMA weights to evaluate. Continue the run with "
-        "`cnnbench resume {run}` or train a new one with trainer.ema_decay.",
-        state_key="ema",
-    ),
-}
 
 
 @dataclass(frozen=True)
@@ -381,9 +342,7 @@ def evaluate_run(run_dir: Path, options: EvalOptions, cache: _DataCache) -> Eval
     from cnnbench.core.device import autocast, resolve_precision
     from cnnbench.engine.trained import load_trained
 
-    weights = WEIGHTS[options.weights]
-    if not weights.path(run_dir).is_file():
-        raise CnnbenchError(weights.missing.format(run=run_dir))
+    weights = chosen_weights(run_dir, options.weights)
     _check_writable_eval_json(run_dir)
     trained = load_trained(
         run_dir, device=options.device, checkpoint_name=weights.checkpoint_name, state_key=weights.state_key

@@ -28,8 +28,9 @@ from typing import Any
 
 import torch
 
-from cnnbench.commands.evaluate import WEIGHTS, input_shape
+from cnnbench.commands.evaluate import input_shape
 from cnnbench.errors import CnnbenchError
+from cnnbench.runs.weights import check_weights_name, chosen_weights
 
 FORMATS = ("torchscript", "onnx", "state_dict")
 _DEFAULT_NAMES = {"torchscript": "model.ts.pt", "onnx": "model.onnx", "state_dict": "state_dict.pt"}
@@ -127,8 +128,7 @@ def export_run(
 
     if fmt not in FORMATS:
         raise CnnbenchError(f"--format {fmt!r} is not a format; use one of {', '.join(FORMATS)}.")
-    if weights not in WEIGHTS:
-        raise CnnbenchError(f"--weights {weights!r} is not valid; use one of {', '.join(WEIGHTS)}.")
+    check_weights_name(weights)
     if fmt == "onnx" and not onnx_available():
         raise CnnbenchError(
             "--format onnx needs the onnx package, which is not installed. Install it with "
@@ -137,9 +137,7 @@ def export_run(
     run_dir = Path(run_dir)
     if not run_dir.is_dir():
         raise CnnbenchError(f"{run_dir} is not a folder; give a run folder written by `cnnbench train`.")
-    choice = WEIGHTS[weights]
-    if not choice.path(run_dir).is_file():
-        raise CnnbenchError(choice.missing.format(run=run_dir))
+    choice = chosen_weights(run_dir, weights)
     path = Path(out) if out is not None else default_path(run_dir, fmt, weights)
     _check_target(run_dir, path, force)
     trained = load_trained(
