@@ -76,6 +76,11 @@ def test_explicit_settings_win_and_need_no_probe(fake_machine):
     explicit = resolve({"precision": "fp32", "channels_last": False, "compile": False}, CPU)
     assert (explicit.precision, explicit.channels_last, explicit.compile) == ("fp32", False, False)
     assert explicit.chosen_by == "config" and fake_machine["measured"] == 0
+    # Precision and layout fixed, compile left to auto: a short run is not compiled, nothing is measured.
+    layout_fixed = resolve({**AUTO, "precision": "fp32", "channels_last": False}, CPU)
+    chosen = (layout_fixed.precision, layout_fixed.channels_last, layout_fixed.compile)
+    assert chosen == ("fp32", False, False)
+    assert layout_fixed.chosen_by == "config" and fake_machine["measured"] == 0
     # One fixed, one auto: the fastest measured layout for the fixed precision.
     half = resolve({**AUTO, "precision": "fp32"}, CPU)
     assert (half.precision, half.channels_last) == ("fp32", False)

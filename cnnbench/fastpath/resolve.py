@@ -182,21 +182,27 @@ def resolve(
         chosen = resolve(trainer, device, recorded=shared, fused_ok=fused_ok, graphs_ok=graphs_ok)
         return replace(chosen, chosen_by="sweep")
 
-    result = probe(device)
-    best_precision, best_layout = parse_candidate(result["choice"])
+    # Both fixed by the config: nothing for the precision/layout probe to choose (it costs ~10 s on a
+    # CPU); compiling and the CUDA update variants are still decided below.
+    probed = precision == "auto" or layout is None
+    result = probe(device) if probed else {"timings_ms": {}}
     no_fp16 = graphs_flag is True  # a captured update cannot use fp16's GradScaler
-    if precision == "auto" and layout is None and not (no_fp16 and best_precision == "fp16"):
-        chosen_precision, chosen_layout = best_precision, best_layout
-    else:  # one of them is fixed: the fastest measured candidate with it
-        timings = {
-            name: ms
-            for name, ms in result["timings_ms"].items()
-            if (precision == "auto" or parse_candidate(name)[0] == precision)
-            and (layout is None or parse_candidate(name)[1] == layout)
-            and not (no_fp16 and parse_candidate(name)[0] == "fp16")
-        }
-        fallback = (precision if precision != "auto" else "fp32", True if layout is None else layout)
-        chosen_precision, chosen_layout = parse_candidate(choose(timings)) if timings else fallback
+    if not probed:
+        chosen_precision, chosen_layout = precision, bool(layout)
+    else:
+        best_precision, best_layout = parse_candidate(result["choice"])
+        if precision == "auto" and layout is None and not (no_fp16 and best_precision == "fp16"):
+            chosen_precision, chosen_layout = best_precision, best_layout
+        else:  # one of them is fixed: the fastest measured candidate with it
+            timings = {
+                name: ms
+                for name, ms in result["timings_ms"].items()
+                if (precision == "auto" or parse_candidate(name)[0] == precision)
+                and (layout is None or parse_candidate(name)[1] == layout)
+                and not (no_fp16 and parse_candidate(name)[0] == "fp16")
+            }
+            fallback = (precision if precision != "auto" else "fp32", True if layout is None else layout)
+            chosen_precision, chosen_layout = parse_candidate(choose(timings)) if timings else fallback
     variant_timings: dict[str, float] = {}
     if cuda:
         variant, variant_timings = _cuda_variant(
@@ -223,7 +229,7 @@ def resolve(
         precision=chosen_precision,
         channels_last=chosen_layout,
         compile=compile_flag,
-        chosen_by="cache" if result.get("cached") else "probe",
+        chosen_by="config" if not probed else "cache" if result.get("cached") else "probe",
         timings_ms=dict(result["timings_ms"]),
         cuda_graphs=graphs,
         fused_optimizer=fused,
