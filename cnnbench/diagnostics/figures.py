@@ -1,26 +1,39 @@
-"""Figures of ``cnnbench analyze`` and ``cnnbench landscape`` (matplotlib, Agg, no display needed)."""
+"""Figures of ``cnnbench analyze`` and ``cnnbench landscape``.
+
+Built on ``matplotlib.figure.Figure`` with an Agg canvas, not pyplot: no display is needed, nothing is
+left open in pyplot's figure manager, and a notebook's own backend (inline) is not switched away.
+"""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 from pathlib import Path
 
-import matplotlib
-
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
 
 DPI = 110
 
 
-def save_figure(fig, path: Path) -> None:
+def new_figure(**options) -> Figure:
+    figure = Figure(**options)
+    FigureCanvasAgg(figure)
+    return figure
+
+
+def save_figure(fig: Figure, path: Path) -> None:
     fig.savefig(path, dpi=DPI)
-    plt.close(fig)
 
 
 def plot_analysis(analyses: Sequence, path: Path) -> None:
+    """Write ``analysis_figure(analyses)`` to ``path`` (analysis.png)."""
+    save_figure(analysis_figure(analyses), path)
+
+
+def analysis_figure(analyses: Sequence) -> Figure:
     """He et al. 2016 Figure 7 (std of responses by layer and sorted) and the gradient norms per layer."""
-    fig, axes = plt.subplots(1, 3, figsize=(15, 4.2))
+    fig = new_figure(figsize=(15, 4.2))
+    axes = fig.subplots(1, 3)
     by_layer, sorted_ax, grads = axes
     where = {a.measured_at for a in analyses}
     response = (
@@ -54,10 +67,10 @@ def plot_analysis(analyses: Sequence, path: Path) -> None:
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8)
     fig.tight_layout()
-    save_figure(fig, path)
+    return fig
 
 
-def landscape_figure(data: Sequence, settings):
+def landscape_figure(data: Sequence, settings) -> Figure:
     """1-D: loss and error curves, all runs on each panel. 2-D: per run a contour and a 3-D surface."""
     import numpy as np
 
@@ -66,7 +79,8 @@ def landscape_figure(data: Sequence, settings):
         f"{settings.samples} training images, BN eval mode, {settings.precision}"
     )
     if settings.dims == 1:
-        fig, (loss_ax, err_ax) = plt.subplots(1, 2, figsize=(11, 4))
+        fig = new_figure(figsize=(11, 4))
+        loss_ax, err_ax = fig.subplots(1, 2)
         for label, coords, loss, error in data:
             loss_ax.plot(coords, loss.numpy(), marker=".", label=label)
             err_ax.plot(coords, 100 * error.numpy(), marker=".", label=label)
@@ -77,7 +91,7 @@ def landscape_figure(data: Sequence, settings):
             ax.legend(fontsize=8)
     else:
         n = len(data)
-        fig = plt.figure(figsize=(5.5 * max(n, 1.3), 9.5))
+        fig = new_figure(figsize=(5.5 * max(n, 1.3), 9.5))
         for k, (label, coords, loss, _error) in enumerate(data):
             a, b = np.meshgrid(coords, coords, indexing="ij")
             z = np.log10(np.maximum(loss.numpy(), 1e-12))

@@ -268,6 +268,12 @@ def _read_rows(path: Path) -> dict[tuple[str, int, int], dict]:
     return rows
 
 
+def read_points(path: Path) -> list[dict]:
+    """The finished points of landscape.csv, typed (run: str, i/j: int, the rest float), in file order."""
+    types = {"run": str, "i": int, "j": int}
+    return [{k: types.get(k, float)(v) for k, v in row.items()} for row in _read_rows(path).values()]
+
+
 @dataclass
 class LandscapeResult:
     out: Path
@@ -278,6 +284,8 @@ class LandscapeResult:
     total: int
     seconds: float  # wall time of this invocation's loop (data, directions, estimate included)
     images_per_s: float | None  # images / seconds spent in the grid points' forward passes
+    # Per run (label, coords, loss grid, error grid), once every point is done (see ``surfaces``).
+    surfaces: list[tuple[str, list[float], torch.Tensor, torch.Tensor]] | None = None
 
     @property
     def complete(self) -> bool:
@@ -359,7 +367,8 @@ def run_landscape(
         images_per_s=evaluated_images / eval_seconds if evaluated_images and eval_seconds > 0 else None,
     )
     if result.complete:
-        result.png = _draw(plan_, rows, tensorboard)
+        result.surfaces = surfaces(plan_, rows)
+        result.png = _draw(plan_, result.surfaces, tensorboard)
     return result
 
 
@@ -421,10 +430,9 @@ def surfaces(plan_: Plan, rows: dict) -> list[tuple[str, list[float], torch.Tens
     return result
 
 
-def _draw(plan_: Plan, rows: dict, tensorboard: bool) -> Path:
+def _draw(plan_: Plan, data: list, tensorboard: bool) -> Path:
     from cnnbench.diagnostics.figures import landscape_figure, save_figure
 
-    data = surfaces(plan_, rows)
     png = plan_.out / PNG_NAME
     save_figure(landscape_figure(data, plan_.settings), png)
     if tensorboard:
@@ -444,7 +452,7 @@ def log_figure(run_dir: Path, tag: str, figure, step: int) -> None:
 
     writer = SummaryWriter(log_dir=str(run_dir), filename_suffix=".landscape")
     try:
-        writer.add_figure(tag, figure, global_step=step, close=True)
+        writer.add_figure(tag, figure, global_step=step, close=False)  # not a pyplot figure
     finally:
         writer.close()
 

@@ -269,6 +269,15 @@ class AnalyzeResult:
     analyses: list[RunAnalysis]
 
 
+def analyze_runs(
+    run_dirs: Sequence[Path], samples: int | None = None, at_init: bool = False, device: str = "auto"
+) -> list[RunAnalysis]:
+    """Analyze every run (one comparison); writes nothing."""
+    check_samples(samples)
+    runs = load_runs(run_dirs, device, "cnnbench analyze")
+    return [analyze_run(c, samples, at_init) for c in runs]
+
+
 def analyze(
     run_dirs: Sequence[Path],
     out: Path | None = None,
@@ -277,41 +286,51 @@ def analyze(
     device: str = "auto",
 ) -> AnalyzeResult:
     """Analyze every run (one comparison) and write analysis.csv and analysis.png into ``out``."""
+    analyses = analyze_runs(run_dirs, samples, at_init, device)
+    folder = output_folder(run_dirs, out)
+    return write_analysis(analyses, folder)
+
+
+def write_analysis(analyses: Sequence[RunAnalysis], folder: Path) -> AnalyzeResult:
+    """analysis.csv and analysis.png into ``folder`` (created if need be)."""
     from cnnbench.diagnostics.figures import plot_analysis
 
-    check_samples(samples)
-    runs = load_runs(run_dirs, device, "cnnbench analyze")
-    analyses = [analyze_run(c, samples, at_init) for c in runs]
-    folder = output_folder(run_dirs, out)
     prepare_output(folder)
     csv_path, png = folder / CSV_NAME, folder / PNG_NAME
     write_csv(analyses, csv_path)
     plot_analysis(analyses, png)
-    return AnalyzeResult(folder, csv_path, png, analyses)
+    return AnalyzeResult(folder, csv_path, png, list(analyses))
+
+
+def analysis_rows(analyses: Sequence[RunAnalysis]) -> list[dict]:
+    """One row per run and 3x3 layer: the columns of analysis.csv."""
+    rows = []
+    for a in analyses:
+        for i, layer in enumerate(a.layers):
+            block = a.grads.block_of.get(layer.name, "")
+            init = a.grads_init
+            rows.append(
+                {
+                    "run": a.label,
+                    "layer_index": i + 1,
+                    "layer": layer.name,
+                    "measured_at": layer.measured_at,
+                    "response_std": a.stds[i],
+                    "grad_norm": a.grads.layers[i],
+                    "block": block,
+                    "block_grad_norm": a.grads.blocks.get(block, ""),
+                    "grad_norm_init": init.layers[i] if init else "",
+                    "block_grad_norm_init": init.blocks.get(block, "") if init else "",
+                    "samples": a.samples,
+                    "grad_batch": a.grad_batch,
+                    "run_dir": str(a.run_dir),
+                }
+            )
+    return rows
 
 
 def write_csv(analyses: Sequence[RunAnalysis], path: Path) -> None:
     with open(path, "w", newline="", encoding="utf-8") as f:
         writer = csv.DictWriter(f, fieldnames=CSV_COLUMNS)
         writer.writeheader()
-        for a in analyses:
-            for i, layer in enumerate(a.layers):
-                block = a.grads.block_of.get(layer.name, "")
-                init = a.grads_init
-                writer.writerow(
-                    {
-                        "run": a.label,
-                        "layer_index": i + 1,
-                        "layer": layer.name,
-                        "measured_at": layer.measured_at,
-                        "response_std": a.stds[i],
-                        "grad_norm": a.grads.layers[i],
-                        "block": block,
-                        "block_grad_norm": a.grads.blocks.get(block, ""),
-                        "grad_norm_init": init.layers[i] if init else "",
-                        "block_grad_norm_init": init.blocks.get(block, "") if init else "",
-                        "samples": a.samples,
-                        "grad_batch": a.grad_batch,
-                        "run_dir": str(a.run_dir),
-                    }
-                )
+        writer.writerows(analysis_rows(analyses))

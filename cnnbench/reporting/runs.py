@@ -232,7 +232,8 @@ def numerics_label(env: Mapping[str, Any] | None, trainer: Mapping[str, Any]) ->
 
 
 def read_curves(run_dir: Path, tags: Iterable[str] = ("error/train", "error/test")) -> dict[str, Curve]:
-    """The TensorBoard scalars of a run folder (all points), keyed by tag; missing tags are left out."""
+    """The TensorBoard scalars of a run folder (all points), keyed by tag; missing tags are left out. A tag
+    ending in ``/`` (``grad_norm/stage/``) stands for every tag under it, in sorted order."""
     if not any(run_dir.glob("events.out.tfevents.*")):
         return {}
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
@@ -241,8 +242,11 @@ def read_curves(run_dir: Path, tags: Iterable[str] = ("error/train", "error/test
     acc = EventAccumulator(str(run_dir), size_guidance={"scalars": 0})
     acc.Reload()
     available = set(acc.Tags().get("scalars", []))
-    curves = {}
+    wanted = []
     for tag in tags:
+        wanted += sorted(t for t in available if t.startswith(tag)) if tag.endswith("/") else [tag]
+    curves = {}
+    for tag in wanted:
         if tag in available:
             events = acc.Scalars(tag)
             steps = np.array([e.step for e in events], dtype=np.int64)
