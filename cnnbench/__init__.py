@@ -1,7 +1,8 @@
 """cnnbench: plain vs residual CNNs on CIFAR, reproducibly.
 
 From Python: ``cnnbench.train(...)``, ``cnnbench.sweep(...)``, ``cnnbench.load(path)``,
-``cnnbench.report(...)`` (``cnnbench.api``); refusals raise ``cnnbench.CnnbenchError``.
+``cnnbench.report(...)``, ``cnnbench.analyze(...)``, ``cnnbench.landscape(...)`` (``cnnbench.api``);
+refusals raise ``cnnbench.CnnbenchError``.
 """
 
 from typing import Any
@@ -9,7 +10,21 @@ from typing import Any
 from cnnbench.errors import CnnbenchError
 from cnnbench.version import __version__
 
-__all__ = ["__version__", "CnnbenchError", "Report", "Run", "Sweep", "load", "report", "sweep", "train"]
+__all__ = [
+    "__version__",
+    "Analysis",
+    "CnnbenchError",
+    "Landscape",
+    "Report",
+    "Run",
+    "Sweep",
+    "analyze",
+    "landscape",
+    "load",
+    "report",
+    "sweep",
+    "train",
+]
 
 
 def __getattr__(name: str) -> Any:

@@ -10,7 +10,11 @@ set-up as they were).
     run = cnnbench.train("model=resnet", "depth=20", "data=digits", "trainer.max_iters=300")
     run.status, run.metrics["test_error"], run.model()
     sweep = cnnbench.sweep("model=plain,resnet", "depth=20,56", "data=digits", "trainer.max_iters=300")
-    cnnbench.report(sweep).figure
+    cnnbench.report(sweep).figure            # Figure 6; .rows: Table 6
+    cnnbench.analyze(sweep).figure           # Figure 7: layer responses, gradient norms per layer
+    cnnbench.landscape(sweep[1], resolution=21).figure   # the loss along a random direction
+
+In a notebook, training shows one progress bar per run, updated in place, and the figures display inline.
 """
 
 from __future__ import annotations
@@ -58,7 +62,8 @@ class Run:
         return self.metrics.get("status")
 
     def history(self, tags: Iterable[str] = CURVE_TAGS) -> dict[str, list[tuple[int, float]]]:
-        """The logged scalars per TensorBoard tag, as (iteration, value) pairs."""
+        """The logged scalars per TensorBoard tag, as (iteration, value) pairs. A tag ending in ``/``
+        stands for all under it: ``run.history(["grad_norm/stage/"])`` is the gradient flow per stage."""
         from cnnbench.reporting.runs import read_curves
 
         return {
@@ -68,14 +73,10 @@ class Run:
 
     def model(self, device: str = "cpu", weights: str = "last") -> torch.nn.Module:
         """The trained network (eval mode) on ``device``; ``weights``: last, best (best.pt) or ema."""
-        from cnnbench.commands.evaluate import WEIGHTS
         from cnnbench.engine.trained import load_trained
+        from cnnbench.runs.weights import chosen_weights
 
-        if weights not in WEIGHTS:
-            raise CnnbenchError(f"weights={weights!r} is not valid; use one of {', '.join(WEIGHTS)}.")
-        chosen = WEIGHTS[weights]
-        if not chosen.path(self.path).is_file():
-            raise CnnbenchError(chosen.missing.format(run=self.path))
+        chosen = chosen_weights(self.path, weights, option="weights=")
         return load_trained(
             self.path, device=device, checkpoint_name=chosen.checkpoint_name, state_key=chosen.state_key
         ).model
@@ -108,6 +109,22 @@ class Sweep:
 
     def __repr__(self) -> str:
         return f"Sweep('{self.path}', runs={len(self)})"
+
+
+def _table(records: list[dict[str, Any]]) -> Any:
+    """A pandas DataFrame when pandas is installed, else the list of dicts itself."""
+    try:
+        import pandas
+    except ImportError:
+        return records
+    return pandas.DataFrame(records)
+
+
+def _figure(figure: Figure) -> Figure:
+    from cnnbench.runs.notebook import show_figures_inline
+
+    show_figures_inline()
+    return figure
 
 
 @dataclass
@@ -143,8 +160,27 @@ def _overrides(overrides: tuple[str, ...], options: dict[str, Any]) -> list[str]
 
 
 @contextmanager
+def _rng_kept() -> Iterator[None]:
+    """The caller's global RNGs (python, numpy, torch) as they were, afterwards: training and the
+    diagnostics seed them with the run's seed, a notebook's own random draws should not notice."""
+    import random
+
+    import numpy
+    import torch
+
+    python_state, numpy_state = random.getstate(), numpy.random.get_state()
+    cuda = list(range(torch.cuda.device_count())) if torch.cuda.is_initialized() else []
+    with torch.random.fork_rng(devices=cuda):
+        try:
+            yield
+        finally:
+            random.setstate(python_state)
+            numpy.random.set_state(numpy_state)
+
+
+@contextmanager
 def _kernel_kept() -> Iterator[None]:
-    """The caller's working directory, logging set-up and Hydra state as they were, afterwards."""
+    """The caller's working directory, logging set-up, RNGs and Hydra state as they were, afterwards."""
     from hydra.core.global_hydra import GlobalHydra
 
     cwd = os.getcwd()
@@ -156,7 +192,8 @@ def _kernel_kept() -> Iterator[None]:
         if isinstance(lg, logging.Logger)
     }
     try:
-        yield
+        with _rng_kept():
+            yield
     finally:
         GlobalHydra.instance().clear()
         os.chdir(cwd)
@@ -262,11 +299,109 @@ def report(runs: Run | Sweep | str | Path | Iterable[Run | Sweep | str | Path]) 
         raise CnnbenchError(f"No readable runs under {', '.join(map(str, paths))}. " + " ".join(warnings))
     rows = build_rows(loaded)
     warnings += duplicate_seed_warnings(rows)
-    records = [csv_record(row) for row in rows]
-    try:
-        import pandas
+    table = _table([csv_record(row) for row in rows])
+    return Report(rows=table, figure=_figure(report_figure(rows, warnings)), warnings=warnings, _paths=paths)
 
-        table: Any = pandas.DataFrame(records)
-    except ImportError:
-        table = records
-    return Report(rows=table, figure=report_figure(rows, warnings), warnings=warnings, _paths=paths)
+
+RunsLike = Run | Sweep | str | Path | Iterable[Run | Sweep | str | Path]
+
+
+def _run_folders(runs: RunsLike) -> list[Path]:
+    """Run folders, in the order given; a sweep (object or folder) stands for its runs."""
+    items = [runs] if isinstance(runs, (Run, Sweep, str, Path)) else list(runs)
+    folders: list[Path] = []
+    for item in items:
+        opened = load(item) if isinstance(item, (str, Path)) else item
+        folders += [r.path for r in opened] if isinstance(opened, Sweep) else [opened.path]
+    return folders
+
+
+@dataclass
+class Analysis:
+    """What ``cnnbench analyze`` computes: ``rows`` (per run and 3x3 layer: response std, gradient norm;
+    the columns of analysis.csv) and ``figure`` (He et al. 2016 Figure 7 and the gradient norms)."""
+
+    rows: Any
+    figure: Figure
+    _analyses: list
+
+    def save(self, folder: str | Path) -> Path:
+        """Write analysis.png and analysis.csv into ``folder`` (as `cnnbench analyze --out`)."""
+        from cnnbench.diagnostics.responses import write_analysis
+
+        return write_analysis(self._analyses, Path(folder)).out
+
+
+def analyze(
+    runs: RunsLike, samples: int | None = None, at_init: bool = False, device: str = "auto"
+) -> Analysis:
+    """Layer responses (Figure 7) and per-layer gradient norms of trained runs, as ``cnnbench analyze``,
+    without writing files (``Analysis.save(folder)`` writes them). ``runs``: runs, sweeps or folders;
+    ``samples``: test images for the response std; ``at_init``: also the gradients at initialization."""
+    from cnnbench.diagnostics.figures import analysis_figure
+    from cnnbench.diagnostics.responses import analysis_rows, analyze_runs
+
+    with _rng_kept():
+        analyses = analyze_runs(_run_folders(runs), samples, at_init, device)
+    return Analysis(_table(analysis_rows(analyses)), _figure(analysis_figure(analyses)), analyses)
+
+
+@dataclass
+class Landscape:
+    """A loss landscape (``cnnbench landscape``): ``rows`` (per run and grid point: alpha, beta, loss,
+    error), ``figure`` (None until every point is done), ``out`` (the folder of landscape.csv/.json/.png)."""
+
+    rows: Any
+    figure: Figure | None
+    out: Path
+    done: int
+    total: int
+
+    @property
+    def complete(self) -> bool:
+        return self.done >= self.total
+
+
+def landscape(
+    runs: RunsLike,
+    dims: int = 1,
+    resolution: int = 51,
+    span: float = 1.0,
+    samples: int | None = None,
+    out: str | Path | None = None,
+    seed: int = 0,
+    precision: str = "fp32",
+    yes: bool = False,
+    restart: bool = False,
+    device: str = "auto",
+) -> Landscape:
+    """The loss along filter-normalized random directions (Li et al. 2018), as ``cnnbench landscape``
+    with the same options. It writes landscape.csv (a row per point, as each finishes: the same call
+    continues an interrupted landscape), landscape.json and landscape.png into ``out`` (default: the run
+    folder for one run, else the working directory) and logs the figure to each run's TensorBoard."""
+    import sys
+
+    from rich.console import Console
+
+    from cnnbench.diagnostics.figures import landscape_figure
+    from cnnbench.diagnostics.landscape import landscape as run_landscape
+    from cnnbench.diagnostics.landscape import read_points
+
+    with _rng_kept():
+        result = run_landscape(
+            _run_folders(runs),
+            restart=restart,
+            # Plain lines, also in a notebook (rich's live display there needs ipywidgets).
+            console=Console(file=sys.stderr, force_jupyter=False, force_terminal=False),
+            dims=dims,
+            resolution=resolution,
+            span=span,
+            samples=samples,
+            out=None if out is None else Path(out),
+            seed=seed,
+            precision=precision,
+            yes=yes,
+            device=device,
+        )
+    figure = _figure(landscape_figure(result.surfaces, result.settings)) if result.surfaces else None
+    return Landscape(_table(read_points(result.csv)), figure, result.out, result.done, result.total)
