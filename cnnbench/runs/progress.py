@@ -1,4 +1,5 @@
-"""Progress on the console: a rich bar on a terminal, plain periodic log lines elsewhere."""
+"""Progress of a run: a rich bar on a terminal, one bar updated in place in a notebook, plain periodic
+log lines elsewhere (CI, SLURM logs)."""
 
 from __future__ import annotations
 
@@ -6,6 +7,7 @@ import logging
 import time
 
 from cnnbench.runs.logs import is_interactive
+from cnnbench.runs.notebook import NotebookBar, kernel_shell
 
 log = logging.getLogger("cnnbench")
 
@@ -29,6 +31,7 @@ class Progress:
         self.max_iters = max_iters
         self.enabled = enabled
         self.bar = None
+        self.notebook: NotebookBar | None = None
         self.started = time.perf_counter()
         self.start_iter = start
         if enabled and is_interactive():
@@ -44,16 +47,23 @@ class Progress:
             )
             self.task = self.bar.add_task(description, total=max_iters, completed=start, stats="")
             self.bar.start()
+        elif enabled and kernel_shell() is not None:
+            self.notebook = NotebookBar(description, max_iters, start)
 
     def advance(self, iteration: int) -> None:
         if self.bar is not None:
             self.bar.update(self.task, completed=iteration)
+        elif self.notebook is not None:
+            self.notebook.update(iteration)
 
     def report(self, iteration: int, stats: dict[str, float]) -> None:
         if self.bar is not None:
             self.bar.update(
                 self.task, completed=iteration, stats=format_stats(iteration, self.max_iters, stats)
             )
+        elif self.notebook is not None:
+            text = f"{format_stats(iteration, self.max_iters, stats)} | ETA {self._eta(iteration)}"
+            self.notebook.update(iteration, text, force=True)
         elif self.enabled:
             log.info("%s | ETA %s", format_stats(iteration, self.max_iters, stats), self._eta(iteration))
 
@@ -67,3 +77,5 @@ class Progress:
     def close(self) -> None:
         if self.bar is not None:
             self.bar.stop()
+        elif self.notebook is not None:
+            self.notebook.close()
