@@ -255,10 +255,17 @@ def train(*overrides: str, run_dir: str | Path | None = None, **options: Any) ->
 def sweep(*overrides: str, sweep_dir: str | Path | None = None, **options: Any) -> Sweep:
     """A Hydra multirun, exactly as ``cnnbench train -m OVERRIDES...`` (any launcher, e.g.
     ``"hydra/launcher=joblib"``): every job's config is checked before any starts. Returns the ``Sweep``
-    when all jobs have ended; ``sweep_dir`` as ``hydra.sweep.dir`` (default ``outputs/multirun/<stamp>``)."""
+    when all jobs have ended; ``sweep_dir`` as ``hydra.sweep.dir`` (default ``outputs/multirun/<stamp>``).
+
+    The same call with the same ``sweep_dir`` again (a notebook cell run twice, or after the kernel's
+    stop button) continues the sweep as ``cnnbench resume SWEEP_DIR`` does: finished jobs are returned
+    as they are, interrupted ones continue, unstarted ones start. Other overrides into that folder are
+    refused (``CnnbenchError``), nothing changed."""
     from cnnbench.commands.launch import list_sweep_jobs
 
     args = _overrides(overrides, options)
+    if sweep_dir is not None and (Path(sweep_dir) / MULTIRUN_RECORD).is_file():
+        return _continue_sweep(Path(sweep_dir), args)
     if sweep_dir is not None:
         args.append(f"hydra.sweep.dir={Path(sweep_dir)}")
     with _kernel_kept(), collected_errors() as errors:
@@ -267,6 +274,24 @@ def sweep(*overrides: str, sweep_dir: str | Path | None = None, **options: Any) 
         raise CnnbenchError("\n".join(errors) or "The sweep was refused.", exit_code=code or 2)
     _, where = _launch(["--multirun", *args])
     return Sweep(where["sweep_dir"])
+
+
+def _continue_sweep(sweep_dir: Path, args: list[str]) -> Sweep:
+    """``sweep_dir`` holds a sweep: continue it if ``args`` are its own task overrides, else refuse."""
+    from omegaconf import OmegaConf
+
+    from cnnbench.commands.resume import resume_sweep
+
+    recorded = OmegaConf.to_container(OmegaConf.load(sweep_dir / MULTIRUN_RECORD).hydra.overrides.task)
+    given = [a for a in args if not a.lstrip("+~").startswith("hydra")]
+    if sorted(given) != sorted(recorded):
+        raise CnnbenchError(
+            f"{sweep_dir} holds a sweep of other overrides ({' '.join(recorded)}), not of these "
+            f"({' '.join(given)}); cnnbench never overwrites results. Give the same overrides to continue "
+            f"it, or another sweep_dir for a new sweep. Nothing was changed."
+        )
+    _launch(resume_sweep(sweep_dir))
+    return Sweep(sweep_dir)
 
 
 def load(path: str | Path) -> Run | Sweep:

@@ -17,6 +17,7 @@ from cnnbench.errors import CnnbenchError
 
 RUN = [*TINY, "trainer.precision=fp32", "trainer.channels_last=false"]
 TRAINED = [*RUN, "trainer.log_grad_every=10"]  # the module's trained run, with gradient flow logged
+SWEEP = [*RUN, "trainer.max_iters=10", "model=plain,resnet"]
 
 
 @pytest.fixture(scope="module")
@@ -112,7 +113,7 @@ def test_ctrl_c_interrupts_and_the_same_call_continues(tmp_path: Path, monkeypat
 def tiny_sweep(tmp_path_factory) -> cnnbench.Sweep:
     """plain-8 and resnet-8, 10 iterations each (read-only for the tests that use it)."""
     root = tmp_path_factory.mktemp("api-sweep")
-    return cnnbench.sweep(*RUN, "trainer.max_iters=10", "model=plain,resnet", sweep_dir=root / "sweep")
+    return cnnbench.sweep(*SWEEP, sweep_dir=root / "sweep")
 
 
 def test_sweep_load_and_report(tiny_sweep: cnnbench.Sweep, tmp_path: Path) -> None:
@@ -134,6 +135,26 @@ def test_sweep_load_and_report(tiny_sweep: cnnbench.Sweep, tmp_path: Path) -> No
         cnnbench.load(tmp_path)
     with pytest.raises(CnnbenchError, match="No runs found"):
         cnnbench.report(tmp_path / "report")
+
+
+def test_the_same_sweep_call_again_continues_it_and_other_overrides_are_refused(
+    tiny_sweep: cnnbench.Sweep,
+) -> None:
+    def unchanged() -> dict[Path, int]:  # multirun.yaml: Hydra records each launch (as `cnnbench resume`)
+        return {
+            p: p.stat().st_mtime_ns
+            for p in tiny_sweep.path.rglob("*")
+            if p.is_file() and p.parent != tiny_sweep.path
+        }
+
+    files = unchanged()
+    again = cnnbench.sweep(*SWEEP, sweep_dir=tiny_sweep.path)  # a notebook cell run twice
+    assert [r.path for r in again] == [r.path for r in tiny_sweep]
+    assert all(r.status == "completed" and r.metrics["iteration"] == 10 for r in again)
+    assert unchanged() == files  # finished jobs are skipped: nothing trained or rewritten
+    with pytest.raises(CnnbenchError, match="holds a sweep of other overrides"):
+        cnnbench.sweep(*SWEEP, "seed=5", sweep_dir=tiny_sweep.path)
+    assert unchanged() == files
 
 
 def _records(rows) -> list[dict]:
