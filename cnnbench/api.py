@@ -12,7 +12,7 @@ set-up as they were).
     sweep = cnnbench.sweep("model=plain,resnet", "depth=20,56", "data=digits", "trainer.max_iters=300")
     cnnbench.report(sweep).figure            # Figure 6; .rows: Table 6
     cnnbench.analyze(sweep).figure           # Figure 7: layer responses, gradient norms per layer
-    cnnbench.landscape(sweep[1], resolution=21).figure   # the loss along a random direction
+    cnnbench.landscape(sweep[2:], resolution=21).figure  # the 56s: the loss along a random direction
 
 In a notebook, training shows one progress bar per run, updated in place, and the figures display inline.
 """
@@ -104,7 +104,8 @@ class Sweep:
     def __len__(self) -> int:
         return len(self.runs)
 
-    def __getitem__(self, index: int) -> Run:
+    def __getitem__(self, index: int | slice) -> Run | list[Run]:
+        """Runs in folder order (depth=20,model=plain < depth=20,model=resnet < depth=56,...)."""
         return self.runs[index]
 
     def __repr__(self) -> str:
