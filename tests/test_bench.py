@@ -21,6 +21,9 @@ TINY_BENCH = [
     "trainer.batch_size=32",
     "trainer.eval_batch_size=64",
     "trainer.compile=false",  # the default 64k iterations would compile on the CPU
+    # Fixed, so no fast-path probe runs (it would for the one-thread machine key below: ~10 s).
+    "trainer.precision=fp32",
+    "trainer.channels_last=false",
 ]
 FAST = {"iters": 2, "warmup": 1, "repeats": 2}
 

@@ -199,8 +199,12 @@ def test_fp16_on_a_cpu_can_be_forced():
 # --- config: -m, --cfg, -p ------------------------------------------------------------------------------
 
 
-def _experiments() -> list[str]:
-    return list(config_groups()["experiment"])
+def _experiments() -> list:
+    # degradation_seeds is degradation_quick's code path with 24 jobs (~10 s): under -m slow.
+    return [
+        pytest.param(name, marks=pytest.mark.slow) if name == "degradation_seeds" else name
+        for name in config_groups()["experiment"]
+    ]
 
 
 @pytest.mark.parametrize("experiment", _experiments())
