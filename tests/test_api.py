@@ -157,6 +157,16 @@ def test_the_same_sweep_call_again_continues_it_and_other_overrides_are_refused(
     assert unchanged() == files
 
 
+def test_a_sweep_folder_given_as_a_run_folder_is_refused(tiny_sweep: cnnbench.Sweep, cli) -> None:
+    before = {p: p.stat().st_mtime_ns for p in tiny_sweep.path.rglob("*")}
+    with pytest.raises(CnnbenchError, match="is a sweep folder") as raised:
+        cnnbench.train(*RUN, run_dir=tiny_sweep.path)
+    assert f"cnnbench resume {tiny_sweep.path}" in str(raised.value)
+    result = cli("train", *RUN, f"hydra.run.dir={tiny_sweep.path}")  # the CLI: the same refusal
+    assert result.exit_code == 2 and "is a sweep folder" in result.output and "Traceback" not in result.output
+    assert {p: p.stat().st_mtime_ns for p in tiny_sweep.path.rglob("*")} == before
+
+
 def _records(rows) -> list[dict]:
     return rows.to_dict("records") if hasattr(rows, "to_dict") else rows
 

@@ -28,7 +28,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from cnnbench.errors import CnnbenchError
 from cnnbench.runs.checkpoint import has_checkpoint
-from cnnbench.runs.files import SAVED_CONFIG, existing_run_error, holds_run, read_metrics
+from cnnbench.runs.files import MULTIRUN_RECORD, SAVED_CONFIG, existing_run_error, holds_run, read_metrics
 
 # Settings a resumed run may change: where it runs and how fast, not what it computes.
 RESUME_MAY_CHANGE = (
@@ -87,6 +87,13 @@ def decide(
     have rewritten ``.hydra/config.yaml``); else read from the folder.
     """
     mode = mode or resume_mode(cfg)
+    if (run_dir / MULTIRUN_RECORD).is_file():
+        raise CnnbenchError(
+            f"{run_dir} is a sweep folder ({MULTIRUN_RECORD}; its runs are in its job folders), not a run "
+            f"folder: a single run does not go into it. Nothing was changed. Continue the sweep with "
+            f"`cnnbench resume {run_dir}` (from Python: cnnbench.sweep with its overrides and "
+            f"sweep_dir={str(run_dir)!r}), or give this run a folder of its own."
+        )
     if not holds_run(run_dir):
         if mode == "must":
             raise CnnbenchError(
