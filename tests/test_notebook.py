@@ -11,6 +11,7 @@ from pathlib import Path
 
 import nbformat
 import pytest
+from data_fixtures import write_cifar10
 from nbclient import NotebookClient
 from nbformat.v4 import new_code_cell
 
@@ -96,3 +97,29 @@ def test_the_notebook_runs_the_degradation_experiment_at_reduced_size(tmp_path: 
 def test_the_notebook_as_shipped(tmp_path: Path) -> None:
     nb, sweep_dir = execute(tmp_path, {})
     check_outputs(nb, sweep_dir, 500)
+
+
+@pytest.mark.slow
+def test_the_parameters_cell_switches_to_the_papers_cifar10_experiment(tmp_path: Path, monkeypatch) -> None:
+    # A small CIFAR-format folder where the data root defaults to ($CNNBENCH_DATA): only EXPERIMENT
+    # changes, and the reduced size (CIFAR-10's 64k iterations are a GPU's job).
+    write_cifar10(tmp_path / "data", n_per_batch=40, n_test=40)
+    monkeypatch.setenv("CNNBENCH_DATA", str(tmp_path / "data"))
+    iters = 4
+    nb, sweep_dir = execute(
+        tmp_path,
+        {
+            "EXPERIMENT": "degradation",
+            "EXTRA": [f"trainer.max_iters={iters}", "trainer.batch_size=32", "schedule.milestones=[2,3]",
+                      f"trainer.eval_every={iters}", "trainer.log_every=2", "trainer.log_grad_every=2"],
+            "ANALYZE": {"samples": 16},
+            "LANDSCAPE": {"resolution": 3, "samples": 32},
+        },
+    )  # fmt: skip
+    runs = list(cnnbench.load(sweep_dir))
+    assert len(runs) == 4 and all(r.status == "completed" and r.config.data.name == "cifar10" for r in runs)
+    assert all(r.metrics["iteration"] == iters for r in runs)
+    (table,) = [o for o in cell(nb, "table = ").outputs if o.output_type == "execute_result"]
+    assert "8.75" in table.data["text/html"] and "6.97" in table.data["text/html"]  # Table 6: ResNet-20/56
+    for starts in ("report = ", "analysis = ", "# The gradient flow", "landscape = "):
+        assert shown_png(cell(nb, starts)).startswith(b"\x89PNG\r\n\x1a\n"), starts
