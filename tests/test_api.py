@@ -138,7 +138,7 @@ def test_sweep_load_and_report(tiny_sweep: cnnbench.Sweep, tmp_path: Path) -> No
 
 
 def test_the_same_sweep_call_again_continues_it_and_other_overrides_are_refused(
-    tiny_sweep: cnnbench.Sweep,
+    tiny_sweep: cnnbench.Sweep, tmp_path: Path
 ) -> None:
     def unchanged() -> dict[Path, int]:  # multirun.yaml: Hydra records each launch (as `cnnbench resume`)
         return {
@@ -155,6 +155,8 @@ def test_the_same_sweep_call_again_continues_it_and_other_overrides_are_refused(
     with pytest.raises(CnnbenchError, match="holds a sweep of other overrides"):
         cnnbench.sweep(*SWEEP, "seed=5", sweep_dir=tiny_sweep.path)
     assert unchanged() == files
+    after = cnnbench.train(*RUN, "trainer.max_iters=4", run_dir=tmp_path / "after")  # train after sweep
+    assert after.status == "completed" and after.metrics["iteration"] == 4
 
 
 def test_a_sweep_folder_given_as_a_run_folder_is_refused(tiny_sweep: cnnbench.Sweep, cli) -> None:
