@@ -109,6 +109,29 @@ def test_ctrl_c_interrupts_and_the_same_call_continues(tmp_path: Path, monkeypat
     assert finished.status == "completed" and finished.metrics["iteration"] == 20
 
 
+def test_ctrl_c_in_a_sweep_stops_it_and_the_same_call_finishes_it(tmp_path: Path, monkeypatch) -> None:
+    from cnnbench.engine.step import TrainStep
+
+    step = TrainStep.__call__
+    calls = {"n": 0}
+
+    def step_with_ctrl_c(self: TrainStep, iteration: int) -> None:
+        step(self, iteration)
+        calls["n"] += 1
+        if calls["n"] == 15:  # the second job (plain first, 10 iterations each), at its 5th iteration
+            signal.raise_signal(signal.SIGINT)
+
+    monkeypatch.setattr(TrainStep, "__call__", step_with_ctrl_c)
+    stopped = cnnbench.sweep(*SWEEP, sweep_dir=tmp_path / "sweep")
+    assert [(r.config.model.name, r.status, r.metrics["iteration"]) for r in stopped] == [
+        ("plain", "completed", 10),
+        ("resnet", "interrupted", 5),
+    ]
+    monkeypatch.setattr(TrainStep, "__call__", step)
+    finished = cnnbench.sweep(*SWEEP, sweep_dir=tmp_path / "sweep")
+    assert [(r.status, r.metrics["iteration"]) for r in finished] == [("completed", 10), ("completed", 10)]
+
+
 @pytest.fixture(scope="module")
 def tiny_sweep(tmp_path_factory) -> cnnbench.Sweep:
     """plain-8 and resnet-8, 10 iterations each (read-only for the tests that use it)."""
