@@ -17,7 +17,7 @@ UPDATE_EVERY_S = 0.25
 
 
 def kernel_shell() -> Any | None:
-    """The IPython shell of a notebook kernel (Jupyter, VS Code, Colab), or None elsewhere."""
+    """The IPython shell of a notebook kernel (any front end that runs ipykernel), or None elsewhere."""
     ipython = sys.modules.get("IPython")
     if ipython is None:
         return None
