@@ -544,3 +544,18 @@ def test_a_training_step_never_reads_a_tensor_back_to_the_host(monkeypatch):
     monkeypatch.undo()
     assert counts == dict.fromkeys(HOST_READS, 0)
     assert len(step.gradflow.pending) == 3  # measured on the device, to be read when the loop logs
+
+
+def test_fastest_in_rounds_times_every_workload_in_each_round_and_keeps_the_minimum():
+    from cnnbench.fastpath.probe import fastest_in_rounds
+
+    calls = {"a": 0, "b": 0}
+
+    def counting(name):
+        return lambda: calls.__setitem__(name, calls[name] + 1)
+
+    timings = fastest_in_rounds({"a": counting("a"), "b": counting("b")}, CPU, steps=3, budget_s=60.0)
+    # An estimate step each, then the most rounds (5) the budget allows for near-free steps, 3 steps each.
+    assert calls == {"a": 1 + 5 * 3, "b": 1 + 5 * 3}
+    assert set(timings) == {"a", "b"} and all(ms >= 0 for ms in timings.values())
+    assert fastest_in_rounds({"a": counting("a")}, CPU, steps=2, budget_s=0.0) and calls["a"] == 16 + 1 + 2

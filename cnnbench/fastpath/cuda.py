@@ -16,7 +16,7 @@ from cnnbench.core.cache import read_json as _read
 from cnnbench.core.cache import write_json as _write
 from cnnbench.errors import CnnbenchError
 from cnnbench.fastpath.choice import BY_NAME, CACHE_FILE, CUDA_COMPILE_MODE, PROBE_BUDGET_S, candidate_name
-from cnnbench.fastpath.probe import _key_string, _sync, _time, _workload, machine_key
+from cnnbench.fastpath.probe import _key_string, _sync, _workload, fastest_in_rounds, machine_key
 
 log = logging.getLogger("cnnbench")
 
@@ -65,15 +65,8 @@ def measure_variants(
         workloads[name] = step
     if not workloads:
         raise CnnbenchError(f"none of the update variants {names} ran on {device}.")
-    order = list(workloads)
-    estimate = {name: _time(workloads[name], device, 1) for name in order}
-    per_round = steps * sum(estimate.values()) / 1e3
-    rounds = int(min(max((budget_s - (time.perf_counter() - start)) / max(per_round, 1e-9), 1), 5))
-    samples: dict[str, list[float]] = {name: [] for name in order}
-    for r in range(rounds):
-        for name in order[r % len(order) :] + order[: r % len(order)]:
-            samples[name].append(_time(workloads[name], device, steps))
-    return {"timings_ms": {name: min(values) for name, values in samples.items()}, "compile_s": compile_s}
+    left = budget_s - (time.perf_counter() - start)
+    return {"timings_ms": fastest_in_rounds(workloads, device, steps, left), "compile_s": compile_s}
 
 
 def probe_variants(

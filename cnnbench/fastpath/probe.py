@@ -150,15 +150,24 @@ def measure(device: torch.device, budget_s: float = PROBE_BUDGET_S, steps: int =
     start = time.perf_counter()
     names = candidates(device)
     workloads = {name: _workload(device, *parse_candidate(name)) for name in names}
-    estimate = {}
-    for name, step in workloads.items():
+    for step in workloads.values():
         step()
-        estimate[name] = _time(step, device, 1)
+    return fastest_in_rounds(workloads, device, steps, budget_s - (time.perf_counter() - start))
+
+
+def fastest_in_rounds(
+    workloads: dict[str, Callable[[], object]], device: torch.device, steps: int, budget_s: float
+) -> dict[str, float]:
+    """The fastest ms per step of each (warmed-up) workload over interleaved rounds of ``steps`` steps,
+    the order rotating each round: as many rounds (1 to 5) as fit in ``budget_s`` seconds."""
+    order = list(workloads)
+    started = time.perf_counter()
+    estimate = {name: _time(workloads[name], device, 1) for name in order}
     per_round = steps * sum(estimate.values()) / 1e3
-    rounds = int(min(max((budget_s - (time.perf_counter() - start)) / max(per_round, 1e-9), 1), 5))
-    samples: dict[str, list[float]] = {name: [] for name in names}
+    rounds = int(min(max((budget_s - (time.perf_counter() - started)) / max(per_round, 1e-9), 1), 5))
+    samples: dict[str, list[float]] = {name: [] for name in order}
     for r in range(rounds):
-        for name in names[r % len(names) :] + names[: r % len(names)]:
+        for name in order[r % len(order) :] + order[: r % len(order)]:
             samples[name].append(_time(workloads[name], device, steps))
     return {name: min(values) for name, values in samples.items()}
 
