@@ -295,6 +295,10 @@ def _continue_sweep(sweep_dir: Path, args: list[str]) -> Sweep:
     return Sweep(sweep_dir)
 
 
+# What report, analyze and landscape take: runs, sweeps or folders, alone or several.
+RunsLike = Run | Sweep | str | Path | Iterable[Run | Sweep | str | Path]
+
+
 def load(path: str | Path) -> Run | Sweep:
     """Open a run folder or a sweep (multirun) folder, also one the CLI made."""
     folder = Path(path)
@@ -309,7 +313,7 @@ def load(path: str | Path) -> Run | Sweep:
     )
 
 
-def report(runs: Run | Sweep | str | Path | Iterable[Run | Sweep | str | Path]) -> Report:
+def report(runs: RunsLike) -> Report:
     """The numbers and Figure 6 of ``cnnbench report`` for runs, sweeps or folders, without writing
     files (``Report.save(folder)`` writes them)."""
     from cnnbench.reporting.core import load_runs
@@ -318,8 +322,8 @@ def report(runs: Run | Sweep | str | Path | Iterable[Run | Sweep | str | Path]) 
     from cnnbench.reporting.summary import build_rows, duplicate_seed_warnings
     from cnnbench.reporting.tables import csv_record
 
-    items = [runs] if isinstance(runs, (Run, Sweep, str, Path)) else list(runs)
-    paths = [item.path if isinstance(item, (Run, Sweep)) else Path(item) for item in items]
+    # Folders as given (report finds the runs below them, as `cnnbench report` does).
+    paths = [item.path if isinstance(item, (Run, Sweep)) else Path(item) for item in _items(runs)]
     loaded, warnings = load_runs(find_run_dirs(paths))
     if not loaded:
         raise CnnbenchError(f"No readable runs under {', '.join(map(str, paths))}. " + " ".join(warnings))
@@ -329,14 +333,14 @@ def report(runs: Run | Sweep | str | Path | Iterable[Run | Sweep | str | Path]) 
     return Report(rows=table, figure=_figure(report_figure(rows, warnings)), warnings=warnings, _paths=paths)
 
 
-RunsLike = Run | Sweep | str | Path | Iterable[Run | Sweep | str | Path]
+def _items(runs: RunsLike) -> list[Run | Sweep | str | Path]:
+    return [runs] if isinstance(runs, (Run, Sweep, str, Path)) else list(runs)
 
 
 def _run_folders(runs: RunsLike) -> list[Path]:
     """Run folders, in the order given; a sweep (object or folder) stands for its runs."""
-    items = [runs] if isinstance(runs, (Run, Sweep, str, Path)) else list(runs)
     folders: list[Path] = []
-    for item in items:
+    for item in _items(runs):
         opened = load(item) if isinstance(item, (str, Path)) else item
         folders += [r.path for r in opened] if isinstance(opened, Sweep) else [opened.path]
     return folders
