@@ -212,12 +212,12 @@ def test_ddp_groups_are_per_process_and_exclude_sync_bn(monkeypatch: pytest.Monk
 @pytest.mark.parametrize(
     ("overrides", "needle"),
     [
-        (["trainer.bn_group=0"], "trainer.bn_group=0 must be a whole number"),
-        (["trainer.tf32=maybe"], "trainer.tf32='maybe'"),
+        (["trainer.bn_group=0"], "trainer.bn_group must be a whole number of images from 1"),
+        (["trainer.tf32=maybe"], "trainer.tf32 must be true, false or null"),
         (["schedule.warmup_until_error=0.8"], "needs a warm-up to end"),
         (
             ["schedule.warmup_until_error=1.5", "schedule.warmup_iters=10"],
-            "must be a training error in (0, 1]",
+            "must be a training error (0.8 = 80%) in (0, 1]",
         ),
         (
             ["schedule.warmup_until_error=0.8", "schedule.warmup_iters=10", "schedule.warmup=linear"],
