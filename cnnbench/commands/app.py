@@ -7,6 +7,8 @@ A real ``@hydra.main`` app, so Hydra's multirun, launchers, sweepers, output fol
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, NoReturn
 
@@ -49,6 +51,15 @@ class RefuseOverwrite(Callback):
     """Refuse before Hydra writes anything into a folder that already holds results."""
 
     def on_run_start(self, config: DictConfig, **kwargs: Any) -> None:
+        with _refusals():
+            self._check_run(config)
+
+    def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
+        with _refusals():
+            self._check_sweep(config)
+
+    @staticmethod
+    def _check_run(config: DictConfig) -> None:
         _new_run_folder.clear()  # an earlier run of this process says nothing about this one
         last_launch.clear()
         last_launch["run_dir"] = Path(str(config.hydra.run.dir))
@@ -59,17 +70,15 @@ class RefuseOverwrite(Callback):
         from cnnbench.runs.validate import check_config
 
         task = task_config(config)
-        try:
-            check_config(task)  # a refused config leaves no run folder behind
-            # trainer.resume: continue the same run, return for a completed one, refuse another run.
-            run_dir = Path(str(config.hydra.run.dir))
-            decide(task, run_dir)
-        except CnnbenchError as error:
-            _refuse(error)
+        check_config(task)  # a refused config leaves no run folder behind
+        # trainer.resume: continue the same run, return for a completed one, refuse another run.
+        run_dir = Path(str(config.hydra.run.dir))
+        decide(task, run_dir)
         if not run_dir.exists():
             _new_run_folder["existing_parent"] = next(p for p in run_dir.parents if p.exists()).resolve()
 
-    def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
+    @staticmethod
+    def _check_sweep(config: DictConfig) -> None:
         last_launch.clear()
         last_launch["sweep_dir"] = Path(str(config.hydra.sweep.dir))
         if config.hydra.job.env_set.get(RESUME_ENV):
@@ -77,13 +86,32 @@ class RefuseOverwrite(Callback):
         _refuse_unnamed_sweeps(config)
         sweep_dir = Path(str(config.hydra.sweep.dir))
         if sweep_dir.is_dir() and any(holds_run(p) for p in sweep_dir.iterdir() if p.is_dir()):
-            _refuse(
-                CnnbenchError(
-                    f"{sweep_dir} already holds a sweep's runs; cnnbench never overwrites results. Continue "
-                    f"it with `cnnbench resume {sweep_dir}`, or sweep into a new folder (drop "
-                    f"hydra.sweep.dir=...)."
-                )
+            raise CnnbenchError(
+                f"{sweep_dir} already holds a sweep's runs; cnnbench never overwrites results. Continue "
+                f"it with `cnnbench resume {sweep_dir}`, or sweep into a new folder (drop "
+                f"hydra.sweep.dir=...)."
             )
+
+
+@contextmanager
+def _refusals() -> Iterator[None]:
+    """Whatever goes wrong while checking becomes a refusal: Hydra turns an exception raised by a callback
+    into a warning and then writes .hydra/ (or multirun.yaml) over the folder it was checking."""
+    try:
+        yield
+    except SystemExit:
+        raise
+    except CnnbenchError as error:
+        _refuse(error)
+    except Exception as exc:  # a defect of cnnbench's checks, not of the input: still nothing is written
+        _refuse(
+            CnnbenchError(
+                f"cnnbench could not check this command before starting ({type(exc).__name__}: {exc}). "
+                f"Nothing was written. Check the values on the command line (`cnnbench config ...` prints "
+                f"the composed config); if they look right, this is a defect of cnnbench: please report "
+                f"the command."
+            )
+        )
 
 
 def task_config(config: DictConfig) -> DictConfig:

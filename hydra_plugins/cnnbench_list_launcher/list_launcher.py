@@ -79,4 +79,6 @@ def _config_problem(job: DictConfig) -> str | None:
         check_config(task_config(job))
     except CnnbenchError as error:
         return str(error)
+    except Exception as exc:  # whatever the checks trip over refuses the sweep, before any folder exists
+        return f"its config cannot be checked ({type(exc).__name__}: {exc}); check its values."
     return None
