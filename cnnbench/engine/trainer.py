@@ -27,8 +27,9 @@ from cnnbench.engine.step import RunDiverged, TrainStep, evaluate
 from cnnbench.errors import CnnbenchError
 from cnnbench.fastpath.choice import CACHE_FILE as FASTPATH_RECORD
 from cnnbench.runs.checkpoint import CHECKPOINT_NAME, load_checkpoint, save_checkpoint
-from cnnbench.runs.continuation import decide
+from cnnbench.runs.continuation import decide, job_id
 from cnnbench.runs.files import BEST_CHECKPOINT_NAME, existing_run_error, holds_run, read_env
+from cnnbench.runs.lock import holding
 from cnnbench.runs.validate import check_config
 
 log = logging.getLogger("cnnbench")
@@ -280,6 +281,15 @@ def run(
 
     ``sweep_dir``: the multirun folder of a sweep job (its jobs share one fast path).
     """
+    # One process per run folder (runs/lock.py): run.lock is held from before the trainer writes anything
+    # until the run ends, however it ends. Under torchrun rank 0 holds it: the other ranks write nothing.
+    with holding(Path(run_dir), "train", job_id=job_id(), enabled=context().is_main):
+        return _run(cfg, run_dir, resume, restart, sweep_dir)
+
+
+def _run(
+    cfg: DictConfig, run_dir: Path, resume: bool, restart: bool, sweep_dir: Path | None
+) -> dict[str, Any]:
     try:
         if not (resume or restart):
             # trainer.resume decides what a folder that already holds a run means (engine/continuation.py).

@@ -29,6 +29,7 @@ from omegaconf import DictConfig, OmegaConf
 from cnnbench.errors import CnnbenchError
 from cnnbench.runs.checkpoint import has_checkpoint
 from cnnbench.runs.files import MULTIRUN_RECORD, SAVED_CONFIG, existing_run_error, holds_run, read_metrics
+from cnnbench.runs.lock import refuse_if_held
 
 # Settings a resumed run may change: where it runs and how fast, not what it computes.
 RESUME_MAY_CHANGE = (
@@ -85,7 +86,12 @@ def decide(
 
     ``saved_config``: the config the folder's run was started with, when known (Hydra may already
     have rewritten ``.hydra/config.yaml``); else read from the folder.
+
+    A folder that another process trains (or writes into) is refused first: Hydra's callback calls this
+    before Hydra writes ``.hydra/``, so the refusal leaves the folder as it was. This is a peek; the
+    trainer's own acquisition of the lock is what decides between two starts at the same moment.
     """
+    refuse_if_held(run_dir)
     mode = mode or resume_mode(cfg)
     if (run_dir / MULTIRUN_RECORD).is_file():
         raise CnnbenchError(

@@ -19,6 +19,7 @@ BEST_CHECKPOINT_NAME = "best.pt"  # the weights with the best validation error (
 METRICS_NAME = "metrics.json"
 ENV_NAME = "env.json"
 LOG_NAME = "train.log"
+LOCK_NAME = "run.lock"  # held by the one process that writes into the folder (runs/lock.py)
 SAVED_CONFIG = Path(".hydra") / "config.yaml"  # Hydra's record of the composed config
 SAVED_OVERRIDES = Path(".hydra") / "overrides.yaml"
 MULTIRUN_RECORD = "multirun.yaml"  # Hydra's record of a sweep, in the sweep folder
