@@ -26,6 +26,7 @@ import torch.nn.functional as F
 
 from cnnbench.errors import CnnbenchError
 from cnnbench.runs.files import holds_run, read_env, write_json_atomic
+from cnnbench.runs.lock import holding
 from cnnbench.runs.weights import WEIGHTS, chosen_weights
 
 if TYPE_CHECKING:
@@ -509,12 +510,15 @@ def evaluate_runs(paths: Sequence[Path], options: EvalOptions, write: bool = Tru
     results, failures = [], []
     for run_dir in run_dirs:
         try:
-            result = evaluate_run(run_dir, options, cache)
+            # One process at a time writes into a run folder: held from before the evaluation (a folder
+            # being trained is refused before the work) until the results are written.
+            with holding(run_dir, "eval", enabled=write):
+                result = evaluate_run(run_dir, options, cache)
+                if write:
+                    write_outputs(result)
         except CnnbenchError as exc:
             failures.append((run_dir, str(exc)))
             continue
-        if write:
-            write_outputs(result)
         results.append(result)
     return EvalReport(results=results, failures=failures, data_loads=cache.loads)
 

@@ -30,6 +30,7 @@ import torch
 
 from cnnbench.commands.evaluate import input_shape
 from cnnbench.errors import CnnbenchError
+from cnnbench.runs.lock import holding
 from cnnbench.runs.weights import check_weights_name, chosen_weights
 
 FORMATS = ("torchscript", "onnx", "state_dict")
@@ -84,11 +85,12 @@ def _check_target(run_dir: Path, path: Path, force: bool) -> None:
         BEST_CHECKPOINT_NAME,
         CHECKPOINT_NAME,
         ENV_NAME,
+        LOCK_NAME,
         LOG_NAME,
         METRICS_NAME,
     )
 
-    run_files = {CHECKPOINT_NAME, BEST_CHECKPOINT_NAME, METRICS_NAME, ENV_NAME, LOG_NAME}
+    run_files = {CHECKPOINT_NAME, BEST_CHECKPOINT_NAME, METRICS_NAME, ENV_NAME, LOG_NAME, LOCK_NAME}
     for target in (path, _sidecar(path)):
         resolved = target.resolve()
         in_run = resolved.parent == run_dir.resolve()
@@ -123,9 +125,6 @@ def export_run(
     force: bool = False,
 ) -> ExportResult:
     """Export ``run_dir``'s ``weights`` (``last``: checkpoint.pt, ``best``: best.pt) as ``fmt``."""
-    from cnnbench.engine.parts import model_options_of
-    from cnnbench.engine.trained import load_trained
-
     if fmt not in FORMATS:
         raise CnnbenchError(f"--format {fmt!r} is not a format; use one of {', '.join(FORMATS)}.")
     check_weights_name(weights)
@@ -140,6 +139,17 @@ def export_run(
     choice = chosen_weights(run_dir, weights)
     path = Path(out) if out is not None else default_path(run_dir, fmt, weights)
     _check_target(run_dir, path, force)
+    # One process at a time writes into a run folder: an export into it (the default, RUN_DIR/export/)
+    # holds the folder's lock until its files are written; one elsewhere (--out) leaves the folder alone.
+    inside = run_dir.resolve() in path.resolve().parents
+    with holding(run_dir, "export", enabled=inside):
+        return _export(run_dir, fmt, weights, path, choice)
+
+
+def _export(run_dir: Path, fmt: str, weights: str, path: Path, choice: Any) -> ExportResult:
+    from cnnbench.engine.parts import model_options_of
+    from cnnbench.engine.trained import load_trained
+
     trained = load_trained(
         run_dir, device="cpu", checkpoint_name=choice.checkpoint_name, state_key=choice.state_key
     )
