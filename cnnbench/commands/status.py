@@ -6,7 +6,11 @@ nothing is written. A 16-job sweep answers in a fraction of a second.
 
 States: the metrics.json ``status`` (completed, running, interrupted, diverged, failed), and
 
-- ``stale``: metrics.json says running but has not been rewritten for longer than
+- ``running``: a process holds the run folder's lock (``run.lock``) for training; the row names it (pid,
+  host, since when). A job whose lock is held is running even before its first metrics.json.
+- ``stale``: metrics.json says running but no process holds ``run.lock``: the trainer died without a
+  chance to save (SIGKILL, node loss). For runs of versions without ``run.lock``, or a file system
+  without record locks, the guess from file times: metrics.json has not been rewritten for longer than
   ``max(STALE_FLOOR_S, 3 x the run's write interval)``. A running job rewrites metrics.json at every
   evaluation (``trainer.eval_every`` iterations); the interval is that many iterations at the run's own
   pace (``elapsed_seconds / iteration``). The floor covers start-up (data loading, compilation) and runs
@@ -38,6 +42,7 @@ from cnnbench.runs.files import (
     SAVED_OVERRIDES,
     STATUSES,
 )
+from cnnbench.runs.lock import FREE, HELD, Probe, probe
 
 STALE = "stale"
 NOT_STARTED = "not started"
@@ -76,6 +81,7 @@ class Job:
     train_error: float | None = None
     test_error: float | None = None
     attempt_log: list[dict[str, Any]] = field(default_factory=list)
+    holder: dict[str, Any] | None = None  # who holds run.lock (pid, host, since, command, job_id)
 
     @property
     def percent(self) -> float | None:
@@ -125,15 +131,16 @@ class FolderStatus:
                 )
         elif resumable:
             wait = (
-                f" once the {counts['running']} running job(s) have stopped (resume would start them again)"
+                f" once the {counts['running']} running job(s) have stopped (resume refuses jobs in training)"
                 if counts.get("running")
                 else ""
             )
             steps.append(f"Resume the unfinished jobs{wait}: cnnbench resume {target}")
         if counts.get(STALE):
             steps.append(
-                "Jobs shown as running? have not updated metrics.json for a long time: their process was "
-                "probably killed. Make sure it is gone before resuming."
+                "Jobs shown as running? stopped without saving their state: no process holds their run.lock, "
+                "or (runs without one) they have not updated metrics.json for a long time. Make sure their "
+                "process is gone before resuming."
             )
         if counts.get("diverged"):
             steps.append(
@@ -229,9 +236,15 @@ def read_job(folder: Path, name: str, now: float | None = None) -> Job:
         checkpoint=(folder / CHECKPOINT_NAME).is_file(),
         overrides=[str(o) for o in overrides] if isinstance(overrides, list) else None,
     )
+    lock = probe(folder)
+    if lock.state == HELD and lock.holder is not None:
+        job.holder = lock.holder.record()
+    training = lock.state == HELD and (lock.holder is None or lock.holder.command in ("train", None))
     metrics_path = folder / METRICS_NAME
     if not metrics_path.exists():
-        if job.checkpoint:
+        if training:
+            job.state, job.message = "running", f"starting: {_holder_text(lock)}"
+        elif job.checkpoint:
             job.message = "checkpoint.pt but no metrics.json"
         else:
             job.state, job.message = NOT_STARTED, "no metrics yet"
@@ -275,7 +288,15 @@ def read_job(folder: Path, name: str, now: float | None = None) -> Job:
         message = f"at iteration {job.diverged_at:,}" + (f": {message}" if message else "")
     job.message = str(message) if message else None
 
-    if status == "running":
+    if training and status not in ("completed", "diverged"):
+        # A resumed run is running from the moment it holds the lock, before it rewrites metrics.json.
+        job.state, job.message = "running", _holder_text(lock)
+    elif lock.state == HELD and not job.message:
+        job.message = f"in use: {_holder_text(lock)}"  # eval or export writing into the folder
+    elif status == "running" and lock.state == FREE:
+        job.state = STALE
+        job.message = "no process holds run.lock: killed without a chance to save?"
+    elif status == "running":  # no run.lock (older versions) or no record locks: guess from file times
         eval_every = _trainer_setting(config, "eval_every") or DEFAULT_EVAL_EVERY
         if job.metrics_age_seconds > _stale_after(job.elapsed_seconds, job.iteration, eval_every):
             job.state = STALE
@@ -285,6 +306,14 @@ def read_job(folder: Path, name: str, now: float | None = None) -> Job:
         left = max(0, job.max_iters - job.iteration)
         job.eta_seconds = job.elapsed_seconds / job.iteration * left
     return job
+
+
+def _holder_text(lock: Probe) -> str:
+    holder = lock.holder
+    if holder is None:
+        return "held by another process"
+    what = "" if holder.command in ("train", None) else f"cnnbench {holder.command} by "
+    return what + holder.describe()
 
 
 def _job_folders(sweep: Path) -> Iterator[Path]:
