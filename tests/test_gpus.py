@@ -214,3 +214,82 @@ def test_mps_daemon_found_by_process_name_or_control_pipe(tmp_path, monkeypatch)
     (tmp_path / "pipe").mkdir()
     (tmp_path / "pipe" / "control").write_text("")  # a container that shows no other processes
     assert gpus.mps_running(_fake_proc(tmp_path / "c", {"1": "bash"}))
+
+
+# ----- the lock folder is the user's own ----------------------------------------------------------------
+def _claim(lock_dir: Path) -> int:
+    try:
+        return gpus.claim_gpu(0, 2, lock_dir=lock_dir)
+    finally:
+        gpus.release_gpu()
+
+
+def test_the_lock_folder_is_made_private_and_the_lock_file_keeps_a_held_slot(tmp_path):
+    lock_dir = tmp_path / "locks"
+    assert _claim(lock_dir) == 0
+    assert oct(lock_dir.stat().st_mode & 0o777) == oct(0o700)
+    other = gpus._lock(lock_dir / "gpu-0.lock")  # a job of another process holds slot 0 ...
+    assert other is not None
+    try:
+        before = (lock_dir / "gpu-0.lock").read_text()
+        assert gpus.claim_gpu(1, 2, lock_dir=lock_dir) == 1  # ... so this job takes GPU 1, and the held
+        assert (lock_dir / "gpu-0.lock").read_text() == before  # file was opened without truncating it
+    finally:
+        gpus.release_gpu()
+        other.close()
+
+
+def test_a_lock_folder_of_another_user_is_refused(tmp_path):
+    lock_dir = tmp_path / "locks"
+    lock_dir.mkdir(mode=0o700)
+    os.chown(lock_dir, 4321, 4321)  # as another user would have made it (the tests may run as root)
+    if lock_dir.stat().st_uid == os.getuid():
+        pytest.skip("cannot give a folder to another user here")
+    with pytest.raises(CnnbenchError, match=r"belongs to another user \(uid 4321\).*CNNBENCH_GPU_LOCK_DIR"):
+        _claim(lock_dir)
+    assert not list(lock_dir.iterdir())
+
+
+def test_a_symlinked_lock_folder_is_refused_and_nothing_is_written_through_it(tmp_path):
+    target = tmp_path / "elsewhere"
+    target.mkdir(mode=0o700)
+    (tmp_path / "locks").symlink_to(target)
+    with pytest.raises(CnnbenchError, match="is a symbolic link"):
+        _claim(tmp_path / "locks")
+    assert not list(target.iterdir())
+    (tmp_path / "dangling").symlink_to(tmp_path / "missing")
+    with pytest.raises(CnnbenchError, match="is a symbolic link"):
+        _claim(tmp_path / "dangling")
+    assert not (tmp_path / "missing").exists()
+
+
+def test_a_lock_folder_others_can_write_is_refused(tmp_path):
+    lock_dir = tmp_path / "locks"
+    lock_dir.mkdir()
+    lock_dir.chmod(0o777)
+    with pytest.raises(CnnbenchError, match=r"can be written by other users \(mode 0o777\).*chmod 700"):
+        _claim(lock_dir)
+    lock_dir.chmod(0o700)
+    assert _claim(lock_dir) == 0
+
+
+def test_a_symlinked_lock_file_is_refused_and_its_target_untouched(tmp_path):
+    lock_dir = tmp_path / "locks"
+    lock_dir.mkdir(mode=0o700)
+    victim = tmp_path / "victim.txt"
+    victim.write_text("precious\n")
+    (lock_dir / "gpu-0.lock").symlink_to(victim)
+    with pytest.raises(CnnbenchError, match="gpu-0.lock is a symbolic link"):
+        _claim(lock_dir)
+    assert victim.read_text() == "precious\n"
+
+
+def test_a_hard_linked_lock_file_is_refused(tmp_path):
+    lock_dir = tmp_path / "locks"
+    lock_dir.mkdir(mode=0o700)
+    victim = lock_dir / "notes.txt"
+    victim.write_text("precious\n")
+    os.link(victim, lock_dir / "gpu-0.lock")
+    with pytest.raises(CnnbenchError, match=r"2 link\(s\)"):
+        _claim(lock_dir)
+    assert victim.read_text() == "precious\n"

@@ -12,6 +12,11 @@ worker processes of one machine; left alone, every job would train on ``cuda:0``
   worker process), whatever order jobs finish in.
 * When every slot is taken (more jobs at once than ``slots x n_gpus``) or locks are unavailable,
   ``job_num % n_gpus``: jobs share GPUs round-robin, with a warning.
+* The lock folder sits in a directory every user can write (``/tmp``), so it is the user's own: created
+  with mode 0o700, and refused (a ``CnnbenchError``) when it belongs to someone else, is a symbolic link
+  or can be written by others. Lock files are opened without following links and never truncated on
+  opening; one that is a link, someone else's or linked twice is refused too. Otherwise another user
+  could steer the jobs onto one GPU, or make a job overwrite a file of the user's through a link.
 
 ``hydra/launcher=gpus`` (conf/hydra/launcher/gpus.yaml) is the joblib launcher with ``n_jobs`` = k x the
 visible GPUs (``${cnnbench.sweep_jobs:...}``), k from ``CNNBENCH_JOBS_PER_GPU``: a number, or ``auto``
@@ -29,12 +34,14 @@ all share ``cuda:0`` anyway), and under torchrun (each rank uses its ``LOCAL_RAN
 
 from __future__ import annotations
 
+import errno
 import json
 import logging
 import math
 import os
 import re
 import shutil
+import stat
 import subprocess
 import tempfile
 from datetime import datetime, timezone
@@ -125,12 +132,14 @@ def claim_gpu(job_num: int, count: int, lock_dir: Path | None = None, slots: int
     # Physical ids from CUDA_VISIBLE_DEVICES name the locks, so sweeps that see different GPUs
     # through different CUDA_VISIBLE_DEVICES never block each other.
     names = [re.sub(r"[^A-Za-z0-9_.-]", "_", ids[i]) if i < len(ids) else str(i) for i in range(count)]
+    lock_dir = Path(lock_dir) if lock_dir is not None else default_lock_dir()
     try:
-        lock_dir = Path(lock_dir) if lock_dir is not None else default_lock_dir()
-        lock_dir.mkdir(parents=True, exist_ok=True)
+        if not lock_dir.is_symlink():  # a link is refused below, never created through
+            lock_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
     except OSError as exc:
         log.warning("No GPU lock folder (%s); sweep job %d uses cuda:%d.", exc, job_num, order[0])
         return order[0]
+    check_lock_dir(lock_dir)
     for slot in range(max(slots, 1)):  # every GPU's slot 0 first: the jobs spread evenly
         for index in order:
             handle = _lock(lock_dir / lock_name(names[index], slot))
@@ -151,19 +160,64 @@ def claim_gpu(job_num: int, count: int, lock_dir: Path | None = None, slots: int
     return order[0]
 
 
+def _unsafe_lock_dir(why: str, lock_dir: Path, fix: str) -> Exception:
+    from cnnbench.errors import CnnbenchError
+
+    return CnnbenchError(
+        f"The GPU lock folder {lock_dir} {why}, so its locks cannot be trusted: another user could steer "
+        f"the sweep's jobs onto one GPU, or make a job overwrite a file of yours through a link in it. "
+        f"{fix}, or set {LOCK_DIR_ENV} to a folder of your own (e.g. in your home folder), then run again."
+    )
+
+
+def check_lock_dir(lock_dir: Path) -> None:
+    """Refuse a lock folder that is a symbolic link, someone else's, or writable by others."""
+    info = os.lstat(lock_dir)
+    if stat.S_ISLNK(info.st_mode):
+        raise _unsafe_lock_dir("is a symbolic link", lock_dir, f"Remove the link ({lock_dir})")
+    if not stat.S_ISDIR(info.st_mode):
+        raise _unsafe_lock_dir("is not a folder", lock_dir, f"Remove {lock_dir}")
+    if info.st_uid != os.getuid():
+        raise _unsafe_lock_dir(
+            f"belongs to another user (uid {info.st_uid})", lock_dir, "Have its owner (or root) remove it"
+        )
+    if info.st_mode & (stat.S_IWGRP | stat.S_IWOTH):
+        mode = oct(stat.S_IMODE(info.st_mode))
+        raise _unsafe_lock_dir(
+            f"can be written by other users (mode {mode})", lock_dir, f"Run `chmod 700 {lock_dir}`"
+        )
+
+
 def _lock(path: Path) -> IO[str] | None:
     """An exclusive flock on ``path`` (the open file that holds it), or None if another job holds it."""
+    from cnnbench.errors import CnnbenchError
+
+    flags = os.O_RDWR | os.O_CREAT | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_CLOEXEC", 0)
     try:
-        handle = open(path, "a+")  # noqa: SIM115 (held past return)
-    except OSError:
+        fd = os.open(path, flags, 0o600)  # no O_TRUNC: the file may be another job's, locked
+    except OSError as exc:
+        if exc.errno == errno.ELOOP:
+            raise CnnbenchError(
+                f"The GPU lock file {path} is a symbolic link; a lock file is never opened through one (the "
+                f"job would write into the file it points to). Remove {path}, then run again."
+            ) from None
         return None
+    info = os.fstat(fd)
+    if not stat.S_ISREG(info.st_mode) or info.st_uid != os.getuid() or info.st_nlink != 1:
+        os.close(fd)
+        raise CnnbenchError(
+            f"The GPU lock file {path} is not a plain file of yours with one name (owner uid "
+            f"{info.st_uid}, {info.st_nlink} link(s)); cnnbench does not write into it. Remove {path}, "
+            f"then run again."
+        )
+    handle = os.fdopen(fd, "r+")
     try:
         fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except OSError:
         handle.close()  # another job trains on this GPU slot
         return None
     handle.seek(0)
-    handle.truncate()
+    handle.truncate()  # ours, and locked: the previous holder's pid goes
     handle.write(f"{os.getpid()}\n")
     handle.flush()
     return handle
