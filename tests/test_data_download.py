@@ -192,3 +192,107 @@ def test_download_command_with_mirror(tmp_path: Path, cli, archive, monkeypatch)
     assert (tmp_path / "data" / FOLDER / "data_batch_5").is_file()
     result = cli("data", "download", "mnist", "--root", str(tmp_path / "data"))
     assert result.exit_code == 2 and "cifar10, cifar100, svhn" in result.output
+
+
+# ----- archives with unsafe members ---------------------------------------------------------------------
+def _member(name: str, kind: bytes = tarfile.REGTYPE, link: str = "") -> tarfile.TarInfo:
+    info = tarfile.TarInfo(name)
+    info.type, info.linkname, info.mode = kind, link, 0o644
+    return info
+
+
+# Each: the bad members (added after a complete CIFAR-10 folder), and what the refusal names.
+UNSAFE = {
+    "absolute path": ([_member("/OUTSIDE/abs.txt")], "abs.txt"),
+    "dot-dot": ([_member(f"{FOLDER}/../../dotdot.txt")], "dotdot.txt"),
+    "symlink to an absolute path": ([_member(f"{FOLDER}/passwd", tarfile.SYMTYPE, "/etc/passwd")], "passwd"),
+    "symlink outside": ([_member(f"{FOLDER}/up", tarfile.SYMTYPE, "../..")], "up"),
+    # Each link alone stays inside; through the first, the second leaves the folder.
+    "symlink chain": (
+        [
+            _member(f"{FOLDER}/here", tarfile.SYMTYPE, ".."),
+            _member(f"{FOLDER}/away", tarfile.SYMTYPE, "here/../.."),
+        ],
+        "away",
+    ),
+    "hard link outside": ([_member(f"{FOLDER}/hard", tarfile.LNKTYPE, "../outside.txt")], "hard"),
+    "device file": ([_member(f"{FOLDER}/null", tarfile.CHRTYPE)], "null"),
+    "fifo": ([_member(f"{FOLDER}/pipe", tarfile.FIFOTYPE)], "pipe"),
+}
+
+
+def _archive_with(tmp_path: Path, bad: list[tarfile.TarInfo]) -> Path:
+    import io
+
+    src = tmp_path / "src"
+    write_cifar10(src, n_per_batch=2, n_test=2, seed=0)
+    path = tmp_path / "bad.tar"
+    with tarfile.open(path, "w") as tar:
+        tar.add(src / FOLDER, arcname=FOLDER)
+        for member in bad:
+            if member.name.startswith("/OUTSIDE/"):  # an absolute path that would land in this test's folder
+                member.name = str(tmp_path / "outside" / Path(member.name).name)
+            data = b"written by the archive\n" if member.isreg() else b""
+            member.size = len(data)
+            tar.addfile(member, io.BytesIO(data) if data else None)
+    return path
+
+
+@pytest.fixture(params=["filter", "no filter"])
+def extraction(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    """Both paths: tarfile's data filter, and the member checks of Pythons without it (filter hidden)."""
+    if request.param == "no filter":
+        monkeypatch.delattr(tarfile, "data_filter", raising=False)
+    return request.param
+
+
+@pytest.mark.parametrize("case", list(UNSAFE))
+def test_an_archive_with_an_unsafe_member_is_refused_and_nothing_is_kept(
+    tmp_path: Path, extraction: str, case: str
+) -> None:
+    from cnnbench.data import download
+
+    bad, named = UNSAFE[case]
+    archive = _archive_with(tmp_path, bad)
+    root = tmp_path / "root" / "data"
+    root.mkdir(parents=True)
+    before = sorted(p.relative_to(tmp_path) for p in tmp_path.rglob("*") if p != root)
+    with pytest.raises(CnnbenchError, match=rf"unsafe member '[^']*{named}'") as info:
+        download.ensure_extracted(
+            name="cifar10",
+            title="CIFAR-10",
+            root=root,
+            folder=FOLDER,
+            archive=ARCHIVE,
+            url=str(archive),
+            md5=None,
+        )
+    message = str(info.value)
+    assert "\n" not in message and "official archive" in message
+    assert not (root / FOLDER).exists() and _leftovers(root) == []
+    # Nothing landed anywhere else either: the only new files are the copied archive and the lock file.
+    after = sorted(p.relative_to(tmp_path) for p in tmp_path.rglob("*") if p != root)
+    new = {str(p) for p in set(after) - set(before)}
+    assert new == {f"root/data/{ARCHIVE}", "root/data/.cifar10.lock"}, new
+
+
+def test_a_safe_archive_extracts_on_both_paths(tmp_path: Path, extraction: str) -> None:
+    from cnnbench.data import download
+
+    ok = _member(f"{FOLDER}/notes/readme.txt")
+    inside = _member(f"{FOLDER}/notes/latest", tarfile.SYMTYPE, "readme.txt")
+    ok.mode = 0o4777  # setuid and writable by all: dropped, as the data filter does
+    archive = _archive_with(tmp_path, [ok, inside])
+    root = tmp_path / "data"
+    folder = download.ensure_extracted(
+        name="cifar10",
+        title="CIFAR-10",
+        root=root,
+        folder=FOLDER,
+        archive=ARCHIVE,
+        url=str(archive),
+        md5=None,
+    )
+    assert (folder / "notes" / "latest").read_text() == "written by the archive\n"
+    assert (folder / "notes" / "readme.txt").stat().st_mode & 0o7022 == 0
+    assert len(load_dataset("cifar10", root=str(root)).test_labels) == 2

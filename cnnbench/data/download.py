@@ -10,6 +10,9 @@ whole fetch runs under an exclusive ``fcntl.flock`` on it:
   its MD5 is checked, and only then is it renamed to its final name.
 - An archive is extracted into a temporary folder in the same root (``.FOLDER.XXXX.tmp``) and the
   dataset folder is renamed into place when complete: a reader sees the whole folder or none.
+- An archive whose members would land outside that folder (absolute paths, ``..``, links pointing out
+  of it) or that holds device files is refused, nothing kept: through ``tarfile``'s ``data`` filter where
+  Python has it (3.10.12+, 3.11.4+), else by checking every member before anything is extracted.
 - Leftovers of an interrupted job (``.part`` files, ``.tmp`` folders, an archive with a wrong MD5) are
   removed by the next job that holds the lock, which then downloads or extracts again.
 
@@ -42,6 +45,7 @@ import tarfile
 import tempfile
 import urllib.error
 import urllib.request
+import warnings
 from collections.abc import Iterator
 from pathlib import Path
 from typing import BinaryIO
@@ -198,6 +202,77 @@ def _remove_leftovers(folder: Path, *names: str) -> None:
                 leftover.unlink(missing_ok=True)
 
 
+def _unsafe_archive(archive: Path, root: Path, member: str, problem: str) -> CnnbenchError:
+    return CnnbenchError(
+        f"The archive {archive} holds an unsafe member {member!r} ({problem}): extracting it could write "
+        f"outside {root} or create special files, so cnnbench refused it and kept nothing of it. This is "
+        f"not the official archive; delete it and point data.url (or its CNNBENCH_<NAME>_URL variable) at "
+        f"the official archive or a faithful copy, then run again."
+    )
+
+
+def _absolute(name: str) -> bool:
+    return name.startswith(("/", "\\")) or (name[1:2] == ":" and name[:1].isalpha())
+
+
+def _data_filter(member: tarfile.TarInfo, path: str) -> tarfile.TarInfo | None:
+    """tarfile's data filter, which strips a leading ``/`` and extracts the member inside the folder; an
+    official archive has no absolute names, so one is refused here as on Pythons without the filter."""
+    if _absolute(member.name):
+        raise tarfile.AbsolutePathError(member)
+    return tarfile.data_filter(member, path)
+
+
+def _resolve(parts: list[str], links: set[str]) -> tuple[list[str] | None, str | None]:
+    """``parts`` of a path inside the archive's folder, normalized without the file system: the parts, or
+    (None, why) when the path leaves the folder or goes through one of the archive's symbolic ``links``
+    (where ``..`` no longer means what it says)."""
+    out: list[str] = []
+    for i, part in enumerate(parts):
+        if part in ("", "."):
+            continue
+        if part == "..":
+            if not out:
+                return None, "it points outside the archive's folder"
+            out.pop()
+        else:
+            out.append(part)
+        if i < len(parts) - 1 and "/".join(out) in links:
+            return None, f"it goes through the symbolic link {'/'.join(out)!r} of the archive"
+    return out, None
+
+
+def checked_members(archive: Path, root: Path, tar: tarfile.TarFile) -> list[tarfile.TarInfo]:
+    """Every member of ``tar``, checked before anything is extracted, for Pythons without tarfile's data
+    filter: no absolute path, no ``..``, no device file or FIFO, no link pointing outside the folder or
+    through another link; ownership and setuid/setgid/other-writable bits dropped, as the filter does."""
+    members = tar.getmembers()
+    links = {"/".join(p for p in m.name.split("/") if p not in ("", ".")) for m in members if m.issym()}
+    for member in members:
+        name = member.name
+        if _absolute(name):
+            raise _unsafe_archive(archive, root, name, "an absolute path")
+        parts = name.split("/")
+        if ".." in parts:
+            raise _unsafe_archive(archive, root, name, "a '..' component")
+        if not (member.isreg() or member.isdir() or member.issym() or member.islnk()):
+            raise _unsafe_archive(archive, root, name, "a device file or FIFO")
+        _, why = _resolve(parts, links)
+        if why is None and (member.issym() or member.islnk()):
+            target = member.linkname
+            if _absolute(target):
+                raise _unsafe_archive(archive, root, name, f"a link to the absolute path {target!r}")
+            # A symbolic link is relative to its own folder; a hard link names another member.
+            base = [p for p in parts[:-1] if p not in ("", ".")] if member.issym() else []
+            _, why = _resolve(base + target.split("/"), links)
+            why = why and f"a link to {target!r}: {why}"
+        if why is not None:
+            raise _unsafe_archive(archive, root, name, why)
+        member.mode &= 0o755
+        member.uid, member.gid, member.uname, member.gname = os.getuid(), os.getgid(), "", ""
+    return members
+
+
 def _extract(archive: Path, root: Path, folder_name: str) -> None:
     """Extract ``archive`` into a temporary folder in ``root``, then rename its ``folder_name`` into place."""
     say(f"Extracting {archive} into {root}.")
@@ -205,9 +280,16 @@ def _extract(archive: Path, root: Path, folder_name: str) -> None:
     try:
         with tarfile.open(archive) as tar:
             if hasattr(tarfile, "data_filter"):
-                tar.extractall(tmp, filter="data")
-            else:  # pragma: no cover - Python < 3.11.4
-                tar.extractall(tmp)  # noqa: S202
+                try:
+                    tar.extractall(tmp, filter=_data_filter)
+                except tarfile.FilterError as exc:
+                    member = exc.tarinfo.name if exc.tarinfo is not None else "?"
+                    raise _unsafe_archive(archive, root, member, str(exc)) from None
+            else:  # Python < 3.10.12 / 3.11.4: the same refusals, checked here
+                members = checked_members(archive, root, tar)
+                with warnings.catch_warnings():  # our own checks stand in for the filter
+                    warnings.simplefilter("ignore", DeprecationWarning)
+                    tar.extractall(tmp, members=members)  # noqa: S202
         extracted = tmp / folder_name
         if not extracted.is_dir():
             raise CnnbenchError(
