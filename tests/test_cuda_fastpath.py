@@ -13,10 +13,7 @@ import pytest
 import torch
 from conftest import TINY
 
-pytestmark = [
-    pytest.mark.cuda,
-    pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU"),
-]
+pytestmark = pytest.mark.cuda  # skipped without a GPU, or failed if one is required: tests/conftest.py
 
 CASE = [
     *TINY,
