@@ -2,7 +2,8 @@
 
 Marked ``cuda``: the default ``pytest`` deselects them (pyproject.toml), ``pytest -m cuda`` runs them,
 and so does the prepared GPU check (``benchmarks/gpu_check.sh``). Without a GPU they are skipped, unless
-``CNNBENCH_REQUIRE_CUDA=1`` (the GPU check sets it): then a missing GPU fails them instead of hiding.
+``CNNBENCH_REQUIRE_CUDA=1`` (the GPU check sets it): then a missing GPU fails them instead of hiding
+(tests/conftest.py, for every cuda-marked test; it also sets cuBLAS's deterministic workspace).
 
 Each test builds the engine's own parts (``build_parts``, the step ``TrainStep``, ``train.run``), as
 `cnnbench train` does, with small nets (depth 8 has ResNet-20's convolution shapes, one block per stage).
@@ -10,7 +11,6 @@ Each test builds the engine's own parts (``build_parts``, the step ``TrainStep``
 
 from __future__ import annotations
 
-import json
 import os
 import signal
 import socket
@@ -19,27 +19,20 @@ from pathlib import Path
 
 import pytest
 import torch
+from test_resume import ITERS, assert_same_run, checkpoint_of, metrics_of
 
 from cnnbench.commands.bench import compose_config
 from cnnbench.core.distributed import DistContext, shutdown
 from cnnbench.engine.parts import Parts, build_parts
 from cnnbench.engine.step import TrainStep, evaluate
 
-REQUIRED = os.environ.get("CNNBENCH_REQUIRE_CUDA") == "1"
-pytestmark = [
-    pytest.mark.cuda,
-    pytest.mark.skipif(
-        not REQUIRED and not torch.cuda.is_available(),
-        reason="needs an NVIDIA GPU (with CNNBENCH_REQUIRE_CUDA=1 these fail instead)",
-    ),
-]
+pytestmark = pytest.mark.cuda  # skipped without a GPU, or failed if one is required: tests/conftest.py
 
 # Explicit precision, layout and compile: no fast-path probe, and each test says what it exercises.
 CUDA = ["trainer.device=cuda", "trainer.compile=false", "trainer.channels_last=true"]
 # The plain eager update (no CUDA graph, torch's default optimizer): what DDP runs, for exact comparisons.
 EAGER = ["trainer.cuda_graphs=false", "trainer.fused_optimizer=false"]
 DIGITS = ["data=digits", "model=resnet", "depth=8", "trainer.batch_size=128", "trainer.max_iters=200"]
-ITERS = 40
 
 
 def parts_for(*overrides: str, dist: DistContext | None = None) -> Parts:
@@ -59,9 +52,11 @@ def mean_loss(step: TrainStep) -> float:
 
 @pytest.fixture
 def deterministic(monkeypatch):
-    """Bitwise-repeatable CUDA kernels within this process (cuDNN's deterministic algorithms, cuBLAS's
-    fixed workspace); warn_only: a kernel without a deterministic version warns instead of failing."""
-    monkeypatch.setenv("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+    """Bitwise-repeatable CUDA kernels within this process: cuDNN's deterministic algorithms and cuBLAS's
+    fixed workspace (which tests/conftest.py sets before CUDA starts: cuBLAS reads it only then);
+    warn_only: a kernel without a deterministic version warns instead of failing."""
+    assert os.environ.get("CUBLAS_WORKSPACE_CONFIG") in (":4096:8", ":16:8")
+    monkeypatch.setattr(torch.backends.cudnn, "deterministic", True)
     torch.use_deterministic_algorithms(True, warn_only=True)
     yield
     torch.use_deterministic_algorithms(False)
@@ -131,24 +126,31 @@ def test_compiled_model_trains_and_matches_eager():
 
 
 # ----- checkpoint and resume -------------------------------------------------------------------------
-def _final(run_dir: Path) -> dict:
-    metrics = json.loads((run_dir / "metrics.json").read_text())
-    for key in ("elapsed_seconds", "attempts"):  # wall time and the history of starts differ
-        metrics.pop(key, None)
-    return metrics
+# The update variants a run can take on CUDA (fastpath/choice.py), each asked for explicitly: torch's
+# default (foreach) optimizer, the fused one, and the fused one captured as a CUDA graph.
+UPDATES = {
+    "foreach": ["trainer.fused_optimizer=false", "trainer.cuda_graphs=false"],
+    "fused": ["trainer.fused_optimizer=true", "trainer.cuda_graphs=false"],
+    "fused+graphs": ["trainer.fused_optimizer=true", "trainer.cuda_graphs=true"],
+}
+RESUMES = [
+    pytest.param(precision, update, id=f"{precision}-{update}")
+    for precision in ("bf16", "fp16")
+    for update in UPDATES
+    if not (precision == "fp16" and update == "fused+graphs")  # refused: fp16's GradScaler syncs
+]
 
 
-def test_ctrl_c_then_resume_on_cuda_is_exact(tmp_path, monkeypatch, deterministic):
-    """Stopped at iteration 20 (a checkpoint, an evaluation) and resumed: the same metrics, weights and
-    momentum as the uninterrupted run, bit for bit (CUDA RNG, sampler and augmentation state restored)."""
+def _interrupted_and_resumed(tmp_path: Path, monkeypatch, *overrides: str) -> tuple[Path, Path]:
+    """The uninterrupted run (``reference``) and the same run stopped by Ctrl-C right after iteration 20
+    (a checkpoint and an evaluation) then resumed (``run``), in this process: the same cuDNN algorithms."""
     from cnnbench.engine.trainer import run
-    from cnnbench.runs.checkpoint import CHECKPOINT_NAME
 
     cfg = compose_config(
         [
             *DIGITS[:-1],
             *CUDA,
-            "trainer.precision=bf16",
+            *overrides,
             "trainer.batch_size=32",
             f"trainer.max_iters={ITERS}",
             "trainer.log_every=5",
@@ -167,21 +169,41 @@ def test_ctrl_c_then_resume_on_cuda_is_exact(tmp_path, monkeypatch, deterministi
     monkeypatch.setattr(TrainStep, "__call__", step_with_ctrl_c)
     with pytest.raises(SystemExit):
         run(cfg, tmp_path / "run")
-    assert json.loads((tmp_path / "run" / "metrics.json").read_text())["iteration"] == 20
+    assert metrics_of(tmp_path / "run")["iteration"] == checkpoint_of(tmp_path / "run")["iteration"] == 20
     monkeypatch.setattr(TrainStep, "__call__", step)
     run(cfg, tmp_path / "run", resume=True)
+    return tmp_path / "run", tmp_path / "reference"
 
-    assert _final(tmp_path / "run") == _final(tmp_path / "reference")
-    ours, theirs = (
-        torch.load(tmp_path / name / CHECKPOINT_NAME, map_location="cpu", weights_only=True)
-        for name in ("run", "reference")
+
+def test_ctrl_c_then_resume_on_cuda_is_exact(tmp_path, monkeypatch, deterministic):
+    """Stopped at iteration 20 and resumed, with the fast path's own choice of update: the same metrics,
+    weights, momentum and TensorBoard curves as the uninterrupted run, bit for bit (CUDA RNG, sampler and
+    augmentation state restored)."""
+    run, reference = _interrupted_and_resumed(tmp_path, monkeypatch, "trainer.precision=bf16")
+    assert_same_run(run, reference)
+    assert "cuda" in checkpoint_of(reference)["rng"]
+
+
+@pytest.mark.parametrize(("precision", "update"), RESUMES)
+def test_resume_is_exact_under_each_update_and_precision(
+    precision: str, update: str, tmp_path, monkeypatch, deterministic
+):
+    """The same, for each update variant and autocast precision: fp16 also restores its GradScaler (the
+    loss scale and its growth tracker), a CUDA graph is captured anew after the resume."""
+    run, reference = _interrupted_and_resumed(
+        tmp_path, monkeypatch, f"trainer.precision={precision}", *UPDATES[update]
     )
-    assert ours["iteration"] == theirs["iteration"] == ITERS
-    for name, tensor in theirs["model"].items():
-        assert torch.equal(ours["model"][name], tensor), name
-    for index, state in theirs["optimizer"]["state"].items():
-        assert torch.equal(ours["optimizer"]["state"][index]["momentum_buffer"], state["momentum_buffer"])
-    assert "cuda" in theirs["rng"]
+    assert_same_run(run, reference)
+    ours, theirs = checkpoint_of(run), checkpoint_of(reference)
+    ours["fast_path"].pop("chosen_by")  # "recorded" after the resume, "config" before
+    theirs["fast_path"].pop("chosen_by")
+    assert ours["fast_path"] == theirs["fast_path"]  # the resume trained the same variant
+    assert theirs["fast_path"]["precision"] == precision
+    flags = (theirs["fast_path"]["fused_optimizer"], theirs["fast_path"]["cuda_graphs"])
+    assert flags == ("fused" in update, "graphs" in update)
+    assert (ours["scaler"] is None) == (precision != "fp16")
+    if precision == "fp16":
+        assert ours["scaler"] == theirs["scaler"] and ours["scaler"]["scale"] > 0
 
 
 # ----- DistributedDataParallel over NCCL -------------------------------------------------------------
