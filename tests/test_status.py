@@ -15,7 +15,12 @@ from conftest import TINY
 
 from cnnbench.commands.status import STALE_FLOOR_S, folder_status, format_duration
 
-NOW = time.time()
+
+@pytest.fixture
+def now() -> float:
+    """The clock when the test starts: file ages are set from it and the states read at it, so the ages
+    are what the test says however long after the module's import (or another test) it runs."""
+    return time.time()
 
 
 def write_multirun(sweep: Path, params: dict, task: list[str], sweeper: str | None = None) -> None:
@@ -48,8 +53,10 @@ def write_job(
     checkpoint: bool = False,
     max_iters: int = 1000,
     eval_every: int = 100,
+    now: float | None = None,
 ) -> Path:
-    """A job folder as training leaves it: .hydra/ and, once begun, metrics.json written ``age`` s ago."""
+    """A job folder as training leaves it: .hydra/ and, once begun, metrics.json written ``age`` s before
+    ``now`` (default: the clock now)."""
     hydra = folder / ".hydra"
     hydra.mkdir(parents=True)
     (hydra / "config.yaml").write_text(
@@ -61,7 +68,8 @@ def write_job(
     if metrics is not None:
         path = folder / "metrics.json"
         path.write_text(metrics if isinstance(metrics, str) else json.dumps(metrics))
-        os.utime(path, (NOW - age, NOW - age))
+        written = (time.time() if now is None else now) - age
+        os.utime(path, (written, written))
     return folder
 
 
@@ -106,14 +114,15 @@ def snapshot(folder: Path) -> dict[str, tuple[bool, int, int]]:
 
 
 @pytest.fixture
-def sweep(tmp_path) -> Path:
+def sweep(tmp_path, now) -> Path:
     """A 2x5 sweep (model x depth, experiment excluded from folder names) in every state a job can be in."""
     sweep = tmp_path / "sweep"
     write_multirun(sweep, {"model": "plain,resnet", "depth": "20,32,44,56,110"}, ["experiment=quick"])
 
     def job(model: str, depth: int, **kwargs) -> Path:
         name = f"depth={depth},model={model}"
-        return write_job(sweep / name, [f"model={model}", f"depth={depth}", "experiment=quick"], **kwargs)
+        overrides = [f"model={model}", f"depth={depth}", "experiment=quick"]
+        return write_job(sweep / name, overrides, now=now, **kwargs)
 
     job("plain", 20, metrics=metrics("completed", 1000, 500.0, attempts=[attempt(1, "completed", 0, 1000)]))
     job(
@@ -152,8 +161,8 @@ def rows(result) -> dict[str, object]:
     return {j.job: j for j in result.jobs}
 
 
-def test_sweep_states_progress_attempts_and_eta(sweep):
-    result = folder_status(sweep, now=NOW)
+def test_sweep_states_progress_attempts_and_eta(sweep, now):
+    result = folder_status(sweep, now=now)
     assert result.kind == "sweep" and result.expected_jobs == 10
     jobs = rows(result)
     # Hydra's BasicSweeper order: model varies slowest (first in the params), then depth.
@@ -217,19 +226,18 @@ def test_sweep_states_progress_attempts_and_eta(sweep):
     assert any("Diverged" in step for step in summary["next"])
 
 
-def test_stale_threshold_follows_the_write_interval(tmp_path):
+def test_stale_threshold_follows_the_write_interval(tmp_path, now):
     # 10 s per iteration, eval_every=100: metrics.json is rewritten every ~1000 s; stale after 3000 s.
     slow = metrics("running", 10, 100.0)
     for name, age, state in (("a", 2000, "running"), ("b", 3100, "stale")):
-        assert (
-            folder_status(write_job(tmp_path / name, metrics=slow, age=age), now=NOW).jobs[0].state == state
-        )
+        job = write_job(tmp_path / name, metrics=slow, age=age, now=now)
+        assert folder_status(job, now=now).jobs[0].state == state
     # No pace measured yet (iteration 0): the 10-minute floor.
     fresh = metrics("running", 0, 0.0)
-    young = write_job(tmp_path / "c", metrics=fresh, age=STALE_FLOOR_S - 60)
-    assert folder_status(young, now=NOW).jobs[0].state == "running"
-    old = write_job(tmp_path / "d", metrics=fresh, age=STALE_FLOOR_S + 60)
-    assert folder_status(old, now=NOW).jobs[0].state == "stale"
+    young = write_job(tmp_path / "c", metrics=fresh, age=STALE_FLOOR_S - 60, now=now)
+    assert folder_status(young, now=now).jobs[0].state == "running"
+    old = write_job(tmp_path / "d", metrics=fresh, age=STALE_FLOOR_S + 60, now=now)
+    assert folder_status(old, now=now).jobs[0].state == "stale"
 
 
 def test_cli_table_json_and_writes_nothing(cli, sweep):
@@ -279,7 +287,7 @@ def test_completed_sweep_has_no_next_step(cli, tmp_path):
             [f"depth={depth}", "model=plain"],
             metrics=metrics("completed", 1000, 100.0),
         )
-    result = folder_status(sweep, now=NOW)
+    result = folder_status(sweep)
     assert result.expected_jobs == 4 and result.summary()["next"] == []
     out = cli("status", str(sweep)).output
     assert "All completed." in out and "cnnbench resume" not in out
@@ -289,7 +297,7 @@ def test_sweep_of_unknown_size(tmp_path):
     sweep = tmp_path / "optuna"
     write_multirun(sweep, {"optimizer.lr": "interval(0.01,0.1)"}, [], sweeper="hydra_plugins.OptunaSweeper")
     write_job(sweep / "0", ["optimizer.lr=0.05"], metrics=metrics("completed", 1000, 10.0))
-    result = folder_status(sweep, now=NOW)
+    result = folder_status(sweep)
     assert result.expected_jobs is None and len(result.jobs) == 1
     assert "unknown" in result.notes[0]
 
@@ -333,9 +341,9 @@ def test_a_real_run(cli, tmp_path):
 
 def test_interrupted_run_hint(tmp_path):
     run = write_job(tmp_path / "r", metrics=metrics("interrupted", 10, 5.0), checkpoint=True)
-    assert folder_status(run, now=NOW).next_steps()[0] == f"Continue it: cnnbench resume {run}"
+    assert folder_status(run).next_steps()[0] == f"Continue it: cnnbench resume {run}"
     bare = write_job(tmp_path / "s", metrics=metrics("failed", 5, 5.0))
-    assert "no checkpoint yet" in folder_status(bare, now=NOW).next_steps()[0]
+    assert "no checkpoint yet" in folder_status(bare).next_steps()[0]
 
 
 def test_sixteen_jobs_fast(tmp_path):
