@@ -12,13 +12,15 @@ import sys
 import tarfile
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
 from data_fixtures import write_cifar10
 
 from cnnbench.data import load_dataset
+from cnnbench.data.download import TIMEOUT_S
 from cnnbench.errors import CnnbenchError
 
 FOLDER = "cifar-10-batches-py"
@@ -37,20 +39,33 @@ def archive(tmp_path: Path) -> tuple[Path, str]:
     return path, hashlib.md5(path.read_bytes()).hexdigest()
 
 
+@dataclass
+class Served:
+    """The archive served from 127.0.0.1: its URL, the paths of the GET requests, and ``ready``, which the
+    server waits for before it sends the archive (a test that needs its jobs to overlap sets it)."""
+
+    url: str
+    gets: list[str] = field(default_factory=list)
+    ready: Callable[[], bool] = lambda: True
+
+
 @pytest.fixture
-def server(archive: tuple[Path, str]) -> Iterator[tuple[str, list[str]]]:
-    """(URL of the archive, the paths of the GET requests served); slow enough that jobs overlap."""
+def server(archive: tuple[Path, str]) -> Iterator[Served]:
     path, _ = archive
-    gets: list[str] = []
+    served = Served("")
 
     class Handler(http.server.BaseHTTPRequestHandler):
         def do_GET(self) -> None:  # noqa: N802
-            gets.append(self.path)
+            served.gets.append(self.path)
+            # Within the client's read timeout: if ``ready`` never comes, the test fails on what it
+            # checks rather than on a timed-out download.
+            deadline = time.monotonic() + TIMEOUT_S / 2
+            while not served.ready() and time.monotonic() < deadline:
+                time.sleep(0.01)
             body = path.read_bytes()
             self.send_response(200)
             self.send_header("Content-Length", str(len(body)))
             self.end_headers()
-            time.sleep(0.5)  # the other jobs start meanwhile and must wait for the lock
             self.wfile.write(body)
 
         def log_message(self, *args: object) -> None:
@@ -59,8 +74,9 @@ def server(archive: tuple[Path, str]) -> Iterator[tuple[str, list[str]]]:
     httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
     thread = threading.Thread(target=httpd.serve_forever, daemon=True)
     thread.start()
+    served.url = f"http://127.0.0.1:{httpd.server_address[1]}/c10.tar.gz"
     try:
-        yield f"http://127.0.0.1:{httpd.server_address[1]}/c10.tar.gz", gets
+        yield served
     finally:
         httpd.shutdown()
         httpd.server_close()
@@ -71,8 +87,9 @@ def _leftovers(root: Path) -> list[str]:
     return sorted(p.name for p in root.iterdir() if p.name.endswith((".tmp", ".part")))
 
 
-def test_parallel_jobs_download_once(tmp_path: Path, server, archive) -> None:
-    url, gets = server
+def test_parallel_jobs_download_once(tmp_path: Path, server: Served, archive) -> None:
+    """Three jobs at once: the first to take the lock downloads, and the server holds the archive back
+    until the other two have said that they wait for it, so the three overlap however slowly they start."""
     _, md5 = archive
     root = tmp_path / "data"
     code = (
@@ -80,26 +97,36 @@ def test_parallel_jobs_download_once(tmp_path: Path, server, archive) -> None:
         "ds = load_dataset('cifar10', root=sys.argv[1], download=True, url=sys.argv[2], md5=sys.argv[3]); "
         "print(len(ds.train_labels))"
     )
-    jobs = [
-        subprocess.Popen(
-            [sys.executable, "-c", code, str(root), url, md5],
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-        )
-        for _ in range(3)
-    ]
-    outputs = [job.communicate(timeout=120) for job in jobs]
+    errs = [tmp_path / f"job{i}.err" for i in range(3)]
+    waiting = "Waiting for another job's download"
+
+    def waiters() -> int:
+        return sum(waiting in err.read_text() for err in errs if err.exists())
+
+    server.ready = lambda: waiters() == 2
+    jobs = []
+    for err in errs:
+        with err.open("w") as stderr:
+            jobs.append(
+                subprocess.Popen(
+                    [sys.executable, "-c", code, str(root), server.url, md5],
+                    stdout=subprocess.PIPE,
+                    stderr=stderr,
+                    text=True,
+                )
+            )
+    outs = [job.communicate(timeout=120)[0] for job in jobs]
+    outputs = [(out, err.read_text()) for out, err in zip(outs, errs, strict=True)]
     assert [job.returncode for job in jobs] == [0, 0, 0], outputs
-    assert [out.strip() for out, _ in outputs] == ["50", "50", "50"]
-    assert gets == ["/c10.tar.gz"]  # fetched once
-    assert sum("Waiting for another job's download" in err for _, err in outputs) >= 1, outputs
+    assert [out.strip() for out in outs] == ["50", "50", "50"]
+    assert server.gets == ["/c10.tar.gz"]  # fetched once
+    assert waiters() == 2, outputs  # while the third downloaded
     assert (root / FOLDER).is_dir() and (root / ARCHIVE).is_file()
     assert _leftovers(root) == []
 
 
-def test_interrupted_download_and_extraction_start_over(tmp_path: Path, server, archive) -> None:
-    url, gets = server
+def test_interrupted_download_and_extraction_start_over(tmp_path: Path, server: Served, archive) -> None:
+    url, gets = server.url, server.gets
     _, md5 = archive
     root = tmp_path / "data"
     root.mkdir()
