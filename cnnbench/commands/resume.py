@@ -31,6 +31,7 @@ SKIP_STATUSES = ("completed", "diverged")
 
 def resume_run(run_dir: Path) -> int:
     """Continue one run folder in place, as ``trainer.resume=must`` does; returns the exit code."""
+    from cnnbench.core.optim import check_saved_target
     from cnnbench.engine.trainer import run
     from cnnbench.runs.continuation import decide
     from cnnbench.runs.logs import setup_logging
@@ -43,6 +44,7 @@ def resume_run(run_dir: Path) -> int:
         )
         return 0
     cfg = saved_config(run_dir)
+    check_saved_target(cfg.get("optimizer") or {}, run_dir / SAVED_CONFIG)  # before anything imports it
     start = decide(cfg, run_dir, mode="must")  # diverged: refused; no checkpoint yet: started again
     setup_logging(run_dir)
     run(cfg, run_dir, resume=start.resume, restart=start.restart)
@@ -53,7 +55,9 @@ def resume_sweep_job(
     composed: DictConfig, run_dir: Path, sweep_dir: Path | None = None
 ) -> dict[str, Any] | None:
     """One job of a resumed sweep (runs inside the Hydra job, whatever the launcher)."""
+    from cnnbench.core.optim import check_saved_target
     from cnnbench.engine.trainer import run
+    from cnnbench.runs.lock import refuse_if_held
 
     metrics = read_metrics(run_dir) or {}
     status = metrics.get("status")
@@ -64,7 +68,12 @@ def resume_sweep_job(
         return metrics
     if has_checkpoint(run_dir):  # checkpoint.pt, or the previous one if the last was lost
         log.info("%s: resuming from its checkpoint (%s).", run_dir.name, status)
-        return run(saved_config(run_dir), run_dir, resume=True, sweep_dir=sweep_dir)
+        cfg = saved_config(run_dir)
+        check_saved_target(cfg.get("optimizer") or {}, run_dir / SAVED_CONFIG)
+        return run(cfg, run_dir, resume=True, sweep_dir=sweep_dir)
+    # Composed from the overrides recorded in the sweep folder's multirun.yaml: read from a folder too.
+    check_saved_target(composed.get("optimizer") or {}, (sweep_dir or run_dir.parent) / MULTIRUN_RECORD)
+    refuse_if_held(run_dir)  # another process trains it: leave its .hydra/ record alone
     log.info("%s: no checkpoint yet, starting it.", run_dir.name)
     _save_hydra_record(composed, run_dir)
     return run(composed, run_dir, resume=False, restart=True, sweep_dir=sweep_dir)
@@ -80,6 +89,13 @@ def _save_hydra_record(cfg: DictConfig, run_dir: Path) -> None:
     OmegaConf.save(cfg, run_dir / SAVED_CONFIG)
     OmegaConf.save(OmegaConf.create({"hydra": hydra_cfg}), hydra_dir / "hydra.yaml")
     OmegaConf.save(hydra_cfg.overrides.task, run_dir / SAVED_OVERRIDES)
+
+
+def _saved_optimizer(run_dir: Path) -> Any:
+    try:
+        return OmegaConf.load(run_dir / SAVED_CONFIG).get("optimizer") or {}
+    except Exception:  # an unreadable config: the job itself says what is wrong with it
+        return {}
 
 
 def sweep_jobs(sweep_dir: Path) -> list[Path]:
@@ -103,9 +119,14 @@ def resume_sweep(sweep_dir: Path) -> list[str]:
 
     Prints which jobs are done and which will be resumed.
     """
+    from cnnbench.core.optim import check_saved_target
+
     record = OmegaConf.load(sweep_dir / MULTIRUN_RECORD)
     jobs = sweep_jobs(sweep_dir)
     done = [j for j in jobs if (read_metrics(j) or {}).get("status") in SKIP_STATUSES]
+    for job in jobs:  # each job checks its own again; this refuses the sweep before any job starts
+        if job not in done:
+            check_saved_target(_saved_optimizer(job), job / SAVED_CONFIG)
     print(
         f"{sweep_dir}: {len(jobs)} job folders, {len(done)} finished "
         f"({', '.join(j.name + ': ' + str(read_metrics(j)['status']) for j in done) or 'none'})."

@@ -3,11 +3,18 @@
 Adding an optimizer is one YAML file in ``conf/optimizer/``: ``_target_`` names the class (any
 ``torch.optim`` optimizer, or one importable from elsewhere), ``name`` is the label reports and
 TensorBoard show, and every other key is a keyword argument of the class (``lr``, ``momentum``, ...).
+
+Importing a ``_target_`` runs its module's code. A config the user composed (conf/ and the command line)
+is theirs to choose; a config read back from a run or sweep folder (``cnnbench resume``) may come from
+anyone who could write that folder, so ``check_saved_target`` lets it name only a class of
+``torch.optim`` unless the user trusts it (``CNNBENCH_TRUST_TARGETS``).
 """
 
 from __future__ import annotations
 
 import inspect
+import os
+import re
 from collections.abc import Iterable, Mapping
 from typing import Any
 
@@ -19,6 +26,36 @@ from cnnbench.errors import CnnbenchError
 OWN_KEYS = ("name", "_target_", "no_decay_bn_bias")
 # Configs saved before optimizers had a _target_ (runs resumed from older versions).
 LEGACY_TARGETS = {"sgd": "torch.optim.SGD", "adam": "torch.optim.Adam"}
+# 1 (or true, yes): trust every _target_ of saved configs; else a comma-separated list of trusted ones.
+TRUST_ENV = "CNNBENCH_TRUST_TARGETS"
+# A class of torch.optim (or of its submodules): importing it runs only torch's own code.
+_TORCH_OPTIM = re.compile(r"torch\.optim(\.[A-Za-z_][A-Za-z0-9_]*)+")
+
+
+def trusted_target(target: str) -> bool:
+    """Whether a ``_target_`` read from a run folder may be imported: a torch.optim class, or one the user
+    trusts through ``CNNBENCH_TRUST_TARGETS``."""
+    if _TORCH_OPTIM.fullmatch(target):
+        return True
+    trusted = os.environ.get(TRUST_ENV, "").strip()
+    if trusted.lower() in ("1", "true", "yes"):
+        return True
+    return target in {t.strip() for t in trusted.split(",") if t.strip()}
+
+
+def check_saved_target(cfg: Mapping, where: object) -> None:
+    """Refuse, before anything imports it, an ``optimizer._target_`` of a config read from ``where`` (a run
+    or sweep folder's file) that is not a torch.optim class and that the user has not trusted."""
+    target = cfg.get("_target_")
+    if not target or trusted_target(str(target)):
+        return
+    module = str(target).rpartition(".")[0] or str(target)
+    raise CnnbenchError(
+        f"{where} names optimizer._target_={str(target)!r}, which is not a torch.optim class; importing it "
+        f"would run the code of the module {module!r}, chosen by whoever wrote that file, so nothing was "
+        f"imported or changed. If you trust this folder, allow the class with "
+        f"{TRUST_ENV}={target} (or {TRUST_ENV}=1 for any class) and run the command again."
+    )
 
 
 def optimizer_class(cfg: Mapping) -> type[torch.optim.Optimizer]:
