@@ -3,7 +3,8 @@
 The exactness tests stop a run and resume it, then compare metrics.json, the weights, the optimizer
 state and the TensorBoard scalars bit for bit with the same run never interrupted (``reference``, a
 separate `python -m cnnbench train`). Real signals go to a real `python -m cnnbench train` subprocess
-(SIGTERM, SIGKILL; a double Ctrl-C in the slow suite); in-process runs stop on chosen iterations. Every
+(SIGTERM, SIGKILL; a double Ctrl-C in the slow suite), held at a chosen step until the signal comes, so
+it lands there on any machine; in-process runs stop on chosen iterations. Every
 run of a comparison uses one CPU thread: the same thread count is needed for bitwise-equal floating
 point, and one thread is also the fastest on 2 shared cores.
 """
@@ -64,12 +65,40 @@ def cnnbench(*args: object, cwd: Path) -> subprocess.CompletedProcess[str]:
     )
 
 
-class Running:
-    """A `cnnbench` subprocess whose output (stdout and stderr) is read line by line in the background."""
+# `python -m cnnbench ARGS` that holds before its Nth training step (counted over the process: a sweep's
+# jobs run one after another in it) until a stop is requested or it is killed. A signal sent once it
+# says so finds it there however slow the machine: it cannot have finished, or gone further, meanwhile.
+HOLD = """
+import runpy, signal, sys, time
+from cnnbench.engine.step import TrainStep
 
-    def __init__(self, *args: object, cwd: Path) -> None:
+hold_at, timeout = int(sys.argv[1]), float(sys.argv[2])
+sys.argv = ["cnnbench", *sys.argv[3:]]
+step, calls = TrainStep.__call__, [0]
+
+def held_step(self, iteration):
+    if calls[0] == hold_at:
+        print(f"held before step {hold_at}", flush=True)
+        stop = getattr(signal.getsignal(signal.SIGTERM), "__self__", None)  # the loop's GracefulStop
+        deadline = time.monotonic() + timeout
+        while getattr(stop, "signum", None) is None and time.monotonic() < deadline:
+            time.sleep(0.01)  # a signal's handler runs as soon as it arrives, even mid-sleep
+    calls[0] += 1
+    step(self, iteration)
+
+TrainStep.__call__ = held_step
+runpy.run_module("cnnbench", run_name="__main__")
+"""
+
+
+class Running:
+    """A `cnnbench` subprocess whose output (stdout and stderr) is read line by line in the background;
+    with ``hold_at``, held before that training step (``HOLD``) until it is signalled."""
+
+    def __init__(self, *args: object, cwd: Path, hold_at: int | None = None) -> None:
+        held = ["-c", HOLD, str(hold_at), str(TIMEOUT)] if hold_at is not None else ["-m", "cnnbench"]
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "cnnbench", *map(str, args)],
+            [sys.executable, *held, *map(str, args)],
             cwd=cwd,
             env=ENV,
             stdout=subprocess.PIPE,
@@ -116,8 +145,8 @@ class Running:
 def spawn() -> Iterator[Callable[..., Running]]:
     started: list[Running] = []
 
-    def start(*args: object, cwd: Path) -> Running:
-        started.append(Running(*args, cwd=cwd))
+    def start(*args: object, cwd: Path, hold_at: int | None = None) -> Running:
+        started.append(Running(*args, cwd=cwd, hold_at=hold_at))
         return started[-1]
 
     yield start
@@ -303,9 +332,9 @@ def test_sigterm_writes_a_checkpoint_and_resume_is_exact(
     reference: Path, tmp_path: Path, spawn: Callable[..., Running]
 ) -> None:
     run = tmp_path / "run"
-    training = spawn("train", *tiny(run), cwd=tmp_path)
-    training.wait_for(rf"iter 15/{ITERS} ")  # past the first periodic checkpoint (10)
-    training.proc.send_signal(signal.SIGTERM)
+    training = spawn("train", *tiny(run), cwd=tmp_path, hold_at=15)  # past the first periodic checkpoint
+    training.wait_for("held before step 15")
+    training.proc.send_signal(signal.SIGTERM)  # the step it holds before is finished, then it stops
     code = training.finish()
     out = training.output
 
@@ -315,7 +344,7 @@ def test_sigterm_writes_a_checkpoint_and_resume_is_exact(
     metrics = metrics_of(run)
     assert metrics["status"] == "interrupted" and "SIGTERM" in metrics["message"]
     stopped_at = metrics["iteration"]
-    assert 15 <= stopped_at < ITERS
+    assert stopped_at == 16  # inside a logging window (5), between checkpoints (10)
     assert checkpoint_of(run)["iteration"] == stopped_at  # written on the signal, not the periodic one
     log_before = (run / "train.log").read_text()
 
@@ -336,8 +365,8 @@ def test_sigkill_resumes_from_the_last_periodic_checkpoint_and_is_exact(
 ) -> None:
     run = tmp_path / "run"
     # Checkpoints at 20 and 40; TensorBoard is flushed at each evaluation (10, 20, 30, 40).
-    training = spawn("train", *tiny(run, ckpt_every=20), cwd=tmp_path)
-    training.wait_for(rf"iter 30/{ITERS} \| test err")  # points 25 and 30 are on disk, checkpoint 20
+    training = spawn("train", *tiny(run, ckpt_every=20), cwd=tmp_path, hold_at=30)
+    training.wait_for("held before step 30")  # points 25 and 30 are on disk, checkpoint 20
     training.proc.kill()
     assert training.finish() == -signal.SIGKILL
 
@@ -357,8 +386,8 @@ def test_a_killed_job_restarted_with_the_same_command_continues_exactly(
 ) -> None:
     """What a SLURM requeue or a torchrun restart does: the same command again, in the same folder."""
     run = tmp_path / "run"
-    training = spawn("train", *tiny(run, ckpt_every=20), cwd=tmp_path)
-    training.wait_for(rf"iter 30/{ITERS} \| test err")
+    training = spawn("train", *tiny(run, ckpt_every=20), cwd=tmp_path, hold_at=30)
+    training.wait_for("held before step 30")  # after iteration 30's evaluation, checkpoint 20
     training.proc.kill()
     assert training.finish() == -signal.SIGKILL
 
@@ -379,8 +408,8 @@ def test_double_ctrl_c_aborts_without_a_half_written_checkpoint(
 ) -> None:
     """Where the second Ctrl-C lands is up to the OS; the default suite has a deterministic version."""
     run = tmp_path / "run"
-    training = spawn("train", *tiny(run), cwd=tmp_path)
-    training.wait_for(rf"iter 15/{ITERS} ")
+    training = spawn("train", *tiny(run), cwd=tmp_path, hold_at=15)
+    training.wait_for("held before step 15")
     training.proc.send_signal(signal.SIGINT)
     training.wait_for("SIGINT received")  # the first Ctrl-C was handled: the second one aborts
     training.proc.send_signal(signal.SIGINT)
@@ -717,14 +746,16 @@ def test_resume_of_a_sweep_finishes_the_interrupted_job_only(
     tmp_path: Path, spawn: Callable[..., Running], cli: Cli
 ) -> None:
     sweep = tmp_path / "sweep"
-    sweeping = spawn("train", *sweep_args(sweep), cwd=tmp_path)
-    sweeping.wait_for(r"#1 : ")  # the basic launcher runs the jobs one after the other
-    sweeping.wait_for(r"iter 15/20 ")
+    # The basic launcher runs the jobs one after the other in its process: seed=0's 20 steps, then
+    # seed=1's, held before its 16th.
+    sweeping = spawn("train", *sweep_args(sweep), cwd=tmp_path, hold_at=20 + 15)
+    sweeping.wait_for(r"#1 : ")
+    sweeping.wait_for("held before step 35")
     sweeping.proc.send_signal(signal.SIGTERM)
     assert sweeping.finish() == 128 + signal.SIGTERM, sweeping.output
     done, stopped = job_folder(sweep, 0), job_folder(sweep, 1)
     assert metrics_of(done)["status"] == "completed"
-    assert metrics_of(stopped)["status"] == "interrupted"
+    assert metrics_of(stopped)["status"] == "interrupted" and metrics_of(stopped)["iteration"] == 16
     untouched = snapshot(done)
 
     code, out = cli("resume", sweep)  # in-process: Hydra's basic launcher runs the jobs here
