@@ -27,6 +27,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from cnnbench.core.overrides import hydra_value
 from cnnbench.errors import CnnbenchError, collected_errors
 from cnnbench.runs.files import METRICS_NAME, MULTIRUN_RECORD, SAVED_CONFIG, holds_run, read_metrics
 
@@ -246,7 +247,7 @@ def train(*overrides: str, run_dir: str | Path | None = None, **options: Any) ->
     """
     args = _overrides(overrides, options)
     if run_dir is not None:
-        args.append(f"hydra.run.dir={Path(run_dir)}")
+        args.append(f"hydra.run.dir={hydra_value(str(Path(run_dir)))}")
     _, where = _launch(args)
     if "run_dir" not in where:
         raise CnnbenchError("The run did not start (no run folder was chosen); see the log above.")
@@ -268,7 +269,7 @@ def sweep(*overrides: str, sweep_dir: str | Path | None = None, **options: Any) 
     if sweep_dir is not None and (Path(sweep_dir) / MULTIRUN_RECORD).is_file():
         return _continue_sweep(Path(sweep_dir), args)
     if sweep_dir is not None:
-        args.append(f"hydra.sweep.dir={Path(sweep_dir)}")
+        args.append(f"hydra.sweep.dir={hydra_value(str(Path(sweep_dir)))}")
     with _kernel_kept(), collected_errors() as errors:
         code = list_sweep_jobs(args, quiet=True, command="train")
     if code or errors:

@@ -106,7 +106,8 @@ def _refusals() -> Iterator[None]:
     except Exception as exc:  # a defect of cnnbench's checks, not of the input: still nothing is written
         _refuse(
             CnnbenchError(
-                f"cnnbench could not check this command before starting ({type(exc).__name__}: {exc}). "
+                f"cnnbench could not check this command before starting ({type(exc).__name__}: "
+                f"{str(exc).strip().splitlines()[0] if str(exc).strip() else 'no message'}). "
                 f"Nothing was written. Check the values on the command line (`cnnbench config ...` prints "
                 f"the composed config); if they look right, this is a defect of cnnbench: please report "
                 f"the command."

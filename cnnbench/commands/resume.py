@@ -15,6 +15,7 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
+from cnnbench.core.overrides import hydra_value
 from cnnbench.runs.checkpoint import has_checkpoint
 from cnnbench.runs.files import (
     MULTIRUN_RECORD,
@@ -142,7 +143,7 @@ def resume_sweep(sweep_dir: Path) -> list[str]:
     return [
         "--multirun",
         *hydra_overrides,
-        f"hydra.sweep.dir={sweep_dir.resolve()}",
+        f"hydra.sweep.dir={hydra_value(str(sweep_dir.resolve()))}",
         *naming,
         "hydra.output_subdir=null",
         "+hydra.job.env_set.CNNBENCH_RESUME=1",

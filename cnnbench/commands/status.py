@@ -33,6 +33,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from cnnbench.core.overrides import hydra_value
 from cnnbench.errors import CnnbenchError
 from cnnbench.runs.files import (
     CHECKPOINT_NAME,
@@ -172,16 +173,9 @@ class FolderStatus:
         }
 
 
-def _hydra_string(value: str) -> str:
-    """``value`` as one Hydra override value (quoted when commas, equals signs or brackets would split it)."""
-    if re.fullmatch(r"[\w./:~+-]*", value):
-        return value
-    return "'" + value.replace("\\", "\\\\").replace("'", "\\'") + "'"
-
-
 def _run_dir_override(path: Path) -> str:
     """``hydra.run.dir=PATH`` as one shell word that Hydra reads as one value."""
-    word = f"hydra.run.dir={_hydra_string(str(path))}"
+    word = f"hydra.run.dir={hydra_value(str(path))}"
     return f'"{word}"' if "'" in word and not re.search(r'["$`\\!]', word) else shlex.quote(word)
 
 

@@ -8,11 +8,13 @@ mistyped key; cnnbench names the override, the valid choices and the closest mat
 from __future__ import annotations
 
 import difflib
+import re
 from collections.abc import Iterable, Mapping
 from functools import lru_cache
 from pathlib import Path
 
 from cnnbench.core.config import conf_dir
+from cnnbench.errors import CnnbenchError
 
 # Hydra's command-line flags (hydra/_internal/utils.py get_args_parser): which take a value.
 HYDRA_FLAGS_WITH_VALUE = {
@@ -79,6 +81,26 @@ def groups_help() -> str:
     """The groups and their choices, one line each, for the commands' help."""
     lines = [f"{group}: {', '.join(options)}" for group, options in config_groups().items()]
     return "\n\n".join(lines)
+
+
+def hydra_value(text: str) -> str:
+    """``text`` (a folder, say) as one override value that Hydra reads back as exactly ``text``.
+
+    Plain ASCII words stay as they are; anything else is single-quoted (Hydra's unquoted values take no
+    spaces, ``=``, ``,``, brackets or non-ASCII letters). Inside quotes Hydra keeps backslashes, except a
+    run of them before a quote (or the closing quote), which it halves. ``${`` is refused: Hydra resolves
+    its output folders more than once, so no escape survives.
+    """
+    if "${" in text:
+        raise CnnbenchError(
+            f"{text!r} holds '${{', which Hydra reads as an interpolation in a folder name, however it is "
+            f"quoted. Choose (or rename) a folder without '${{'."
+        )
+    if text and re.fullmatch(r"[\w./:~+-]*", text, flags=re.ASCII):
+        return text
+    escaped = re.sub(r"(\\*)'", lambda m: m.group(1) * 2 + "\\'", text)
+    escaped = re.sub(r"(\\+)$", lambda m: m.group(1) * 2, escaped)
+    return f"'{escaped}'"
 
 
 def did_you_mean(word: str, choices: Iterable[str]) -> str:
