@@ -372,3 +372,24 @@ def test_status_does_not_import_torch():
 def test_format_duration():
     durations = [format_duration(s) for s in (None, 5, 65, 3725, 90000)]
     assert durations == ["", "5s", "1m 05s", "1h 02m", "1d 01h"]
+
+
+def test_run_lock_tells_running_from_killed_before_file_times_do(tmp_path, now):
+    """A free run.lock under a fresh 'running' metrics.json: the trainer died (no waiting for staleness); a
+    held one: running, by whom. Without run.lock (older runs), file times decide as before."""
+    from cnnbench.runs import lock
+
+    run = write_job(tmp_path / "run", metrics=metrics("running", 100, 10.0), checkpoint=True, now=now)
+    assert folder_status(run, now=now).jobs[0].state == "running"  # no run.lock: young, so running
+    with lock.acquire(run, "train", job_id="77"):
+        job = folder_status(run, now=now).jobs[0]
+        assert job.state == "running" and job.holder["pid"] == os.getpid() and job.holder["job_id"] == "77"
+        assert job.message.startswith(f"pid {os.getpid()} on host ")
+    job = folder_status(run, now=now).jobs[0]
+    assert job.state == "stale" and "no process holds run.lock" in job.message and job.holder is None
+    assert "cnnbench resume" in " ".join(folder_status(run, now=now).next_steps())
+
+    fresh = write_job(tmp_path / "fresh", now=now)  # a trainer that holds the folder, before metrics.json
+    with lock.acquire(fresh, "train"):
+        assert folder_status(fresh, now=now).jobs[0].state == "running"
+    assert folder_status(fresh, now=now).jobs[0].state == "not started"
