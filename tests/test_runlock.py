@@ -121,6 +121,12 @@ def test_a_held_folder_names_its_holder_and_a_dead_holder_frees_it(tmp_path: Pat
         }
     assert (run / LOCK_NAME).read_text() == ""  # a clean release names nobody
     assert probe_elsewhere(run)["state"] == lock.FREE
+    os.utime(run / LOCK_NAME, (1_000_000, 1_000_000))  # long ago: any write would show
+    before = (run / LOCK_NAME).stat()
+    with lock.acquire(run, "eval"):
+        assert probe_elsewhere(run)["holder"]["command"] == "eval"
+    after = (run / LOCK_NAME).stat()  # eval and export leave the folder's other files as they were
+    assert (after.st_size, after.st_mtime_ns) == (before.st_size, before.st_mtime_ns)
 
 
 def test_this_process_never_drops_its_own_lock_by_looking_at_it(tmp_path: Path) -> None:

@@ -178,6 +178,7 @@ class RunLock:
     def __init__(self, path: Path, fd: int | None, holder: Holder, key: tuple[int, int] | None) -> None:
         self.path, self.holder = path, holder
         self._fd, self._key = fd, key
+        self._times: tuple[int, int] | None = None  # the file's (atime, mtime) before it named this holder
 
     @property
     def locked(self) -> bool:
@@ -191,6 +192,10 @@ class RunLock:
             _held.pop(self._key, None)  # type: ignore[arg-type]
             try:
                 os.ftruncate(fd, 0)  # a released lock names nobody
+                if self._times is not None:
+                    # Emptied as it was found, it keeps its times too: `cnnbench eval` and `export` change
+                    # nothing of the folder but their own files, for anyone comparing it before and after.
+                    os.utime(fd, ns=self._times)
             except OSError:
                 pass
             finally:
@@ -297,6 +302,8 @@ def acquire(run_dir: Path, command: str, job_id: str | None = None) -> RunLock:
             )
         st = os.fstat(fd)
         lock = RunLock(path, fd, holder, (st.st_dev, st.st_ino))
+        if st.st_size == 0 and os.utime in os.supports_fd:
+            lock._times = (st.st_atime_ns, st.st_mtime_ns)
         _held[(st.st_dev, st.st_ino)] = lock
     try:
         data = holder.text().encode()
