@@ -104,12 +104,12 @@ def check_depth(spec: ModelSpec, depth: object, options: Mapping[str, object] | 
             f"depth={spec.example_depths[0]}."
         )
     if not spec.is_valid_depth(depth):
-        near = nearest_valid_depths(spec, depth)
+        near = nearest_valid_depths(spec, depth)  # none within reach of a far-off depth
+        closest = min(near or spec.example_depths, key=lambda d: (abs(d - depth), d))
+        nearby = f"Valid depths near it: {', '.join(map(str, near))}; " if near else ""
         raise CnnbenchError(
             f"depth={depth} is not valid for model {spec.name!r}: its depth must be {spec.depth_rule}. "
-            f"Valid depths near it: {', '.join(map(str, near))}; "
-            f"the usual ones: {', '.join(map(str, spec.example_depths))}. "
-            f"Set e.g. depth={min(near, key=lambda d: (abs(d - depth), d))}."
+            f"{nearby}the usual ones: {', '.join(map(str, spec.example_depths))}. Set e.g. depth={closest}."
         )
 
 
