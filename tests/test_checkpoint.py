@@ -134,3 +134,99 @@ def test_a_truncated_checkpoint_is_a_clear_error(tmp_path: Path) -> None:
     with pytest.raises(CnnbenchError, match="truncated, corrupt or not a cnnbench checkpoint"):
         load_checkpoint(path)
     assert path.read_bytes() == data[: len(data) // 2]
+
+
+# ----- checkpoints written by other cnnbench versions ------------------------------------------------------
+
+OLD_RUN = [
+    "data=digits",
+    "model=plain",
+    "depth=8",
+    "trainer.batch_size=32",
+    "trainer.max_iters=10",
+    "trainer.ckpt_every=5",
+    "trainer.eval_every=10",
+    "trainer.log_every=5",
+    "trainer.precision=fp32",
+    "trainer.channels_last=false",
+]
+
+
+def compose_old_run():
+    from hydra import compose, initialize_config_dir
+    from hydra.core.global_hydra import GlobalHydra
+
+    from cnnbench.core.config import conf_dir
+
+    GlobalHydra.instance().clear()
+    with initialize_config_dir(config_dir=str(conf_dir()), version_base="1.3"):
+        return compose(config_name="config", overrides=OLD_RUN)
+
+
+@pytest.fixture(scope="module")
+def finished_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A tiny run trained to the end in this process: checkpoint.prev.pt is its checkpoint at 5."""
+    from cnnbench.engine.trainer import run
+
+    run_dir = tmp_path_factory.mktemp("old") / "run"
+    run(compose_old_run(), run_dir)
+    return run_dir
+
+
+def as_if_stopped_at_5(finished_run: Path, folder: Path, *drop: str, version: str | None = None) -> Path:
+    """The run as it was when stopped at 5, its checkpoint without ``drop`` (as an older version wrote
+    it, recording no version of its own); ``version``: the one its env.json names."""
+    import json
+    import shutil
+
+    run_dir = Path(shutil.copytree(finished_run, folder))
+    checkpoint = torch.load(run_dir / "checkpoint.prev.pt", map_location="cpu", weights_only=True)
+    assert checkpoint["iteration"] == 5 and checkpoint["cnnbench_version"]
+    for key in (*drop, "cnnbench_version"):
+        del checkpoint[key]
+    (run_dir / "checkpoint.prev.pt").unlink()
+    torch.save(checkpoint, run_dir / "checkpoint.pt")
+    if version is not None:
+        env = json.loads((run_dir / "env.json").read_text())
+        (run_dir / "env.json").write_text(json.dumps({**env, "cnnbench_version": version}))
+    return run_dir
+
+
+def test_a_checkpoint_without_the_random_streams_continues_and_train_log_says_it_is_not_exact(
+    finished_run: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Without the RNG, sampler, augmentation and logging-window state, the run continues from 5 to the
+    end, says what was missing and what that means, and indeed ends with other weights than the run never
+    stopped (another batch order), still a run of the same config."""
+    from cnnbench.engine.trainer import run
+
+    lacking = ("rng", "sampler", "augment_rng", "window")
+    run_dir = as_if_stopped_at_5(finished_run, tmp_path / "run", *lacking, version="0.0.7")
+    with caplog.at_level("WARNING", logger="cnnbench"):
+        run(compose_old_run(), run_dir, resume=True)
+    (warning,) = [r.getMessage() for r in caplog.records if "lacks" in r.getMessage()]
+    assert "iteration 5" in warning and "cnnbench 0.0.7 (as the run's env.json says" in warning
+    assert ", ".join(lacking) in warning and "not bit for bit" in warning
+    assert "the batch order is shuffled afresh" in warning
+    continued = load_checkpoint(run_dir / "checkpoint.pt")
+    uninterrupted = load_checkpoint(finished_run / "checkpoint.pt")
+    assert continued["iteration"] == uninterrupted["iteration"] == 10
+    assert continued["cnnbench_version"] == uninterrupted["cnnbench_version"]  # written by this version now
+    assert any(not torch.equal(continued["model"][k], v) for k, v in uninterrupted["model"].items())
+
+
+def test_a_checkpoint_without_the_optimizer_state_is_refused_naming_its_version(
+    finished_run: Path, tmp_path: Path
+) -> None:
+    from cnnbench.engine.trainer import run
+
+    run_dir = as_if_stopped_at_5(finished_run, tmp_path / "run", "optimizer", version="0.0.7")
+    before = {p.name: p.read_bytes() for p in run_dir.iterdir() if p.is_file() and p.name != "run.lock"}
+    with pytest.raises(CnnbenchError) as refused:
+        run(compose_old_run(), run_dir, resume=True)
+    message = str(refused.value)
+    assert "\n" not in message and refused.value.exit_code == 2
+    assert "written by cnnbench 0.0.7" in message and "lacks the optimizer's state" in message
+    assert "pip install 'cnnbench==0.0.7'" in message and "Nothing was changed" in message
+    after = {p.name: p.read_bytes() for p in run_dir.iterdir() if p.is_file() and p.name != "run.lock"}
+    assert after == before

@@ -7,6 +7,7 @@ freshly built parts, it continues the run bit for bit (with the same number of C
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -19,9 +20,28 @@ from cnnbench.engine.parts import Parts, augment_seed
 from cnnbench.engine.step import TrainStep
 from cnnbench.errors import CnnbenchError
 from cnnbench.runs.continuation import changed_settings, flatten_config
-from cnnbench.runs.files import SAVED_CONFIG
+from cnnbench.runs.files import CHECKPOINT_NAME, SAVED_CONFIG, read_env
+from cnnbench.version import __version__
 
 CHECKPOINT_VERSION = 1
+
+log = logging.getLogger("cnnbench")
+
+# What a checkpoint holds beyond the weights, the optimizer and the iteration, and what continuing
+# without it means. Checkpoints written by other cnnbench versions may lack some of it: such a run
+# continues (the same run, no longer bit for bit the uninterrupted one) and train.log says so. Without
+# the optimizer's state (momentum buffers) it would train differently from there on: that is refused.
+CONTINUES_WITHOUT = {
+    "rng": "the global random generators start again from the run's seed",
+    "sampler": "the batch order is shuffled afresh from the run's seed",
+    "augment_rng": "the augmentation draws afresh from the run's seed",
+    "window": "the first training loss and error logged after it average fewer iterations",
+    "best_test_error": "the best test error counts from here",
+    "best_iteration": "the best test error counts from here",
+    "elapsed_seconds": "the training time counts from here",
+    "metrics": "the last numbers in metrics.json are filled in again at the next evaluation",
+}
+REQUIRED = {"optimizer": "the optimizer's state (its momentum buffers)"}
 
 
 @dataclass
@@ -38,6 +58,8 @@ class RunState:
     best_val_error: float | None = None
     best_val_iteration: int | None = None
     test_error_at_best_val: float | None = None
+    # The iteration of the last checkpoint on disk, for the message of a run that stops (not saved).
+    checkpointed: int | None = None
 
     def record_test_error(self, error: float) -> None:
         if self.best_test_error is None or error < self.best_test_error:
@@ -64,6 +86,7 @@ def checkpoint_state(parts: Parts, step: TrainStep, state: RunState) -> dict[str
     """The checkpoint's content (tensors, numbers and strings only: loads with weights_only=True)."""
     return {
         "version": CHECKPOINT_VERSION,
+        "cnnbench_version": __version__,  # who wrote it: a later version names it when it lacks something
         "iteration": state.iteration,
         "model": parts.model.state_dict(),
         "optimizer": parts.optimizer.state_dict(),
@@ -90,8 +113,39 @@ def checkpoint_state(parts: Parts, step: TrainStep, state: RunState) -> dict[str
     }
 
 
+def written_by(checkpoint: Mapping[str, Any], run_dir: Path) -> tuple[str, str | None]:
+    """Who wrote the checkpoint, for a message (``cnnbench 0.1.0``), and that version (None: unknown)."""
+    version = checkpoint.get("cnnbench_version")
+    if version:
+        return f"cnnbench {version}", str(version)
+    version = (read_env(run_dir) or {}).get("cnnbench_version")  # the version that started the run
+    if version:
+        return f"cnnbench {version} (as the run's env.json says; the checkpoint records no version)", version
+    return "a cnnbench version that recorded no version number", None
+
+
+def check_complete(checkpoint: Mapping[str, Any], run_dir: Path) -> None:
+    """Refuse a checkpoint (of another version) that lacks what the run cannot continue without."""
+    lacking = [what for key, what in REQUIRED.items() if key not in checkpoint]
+    if not lacking:
+        return
+    who, version = written_by(checkpoint, run_dir)
+    with_it = (
+        f"cnnbench {version} (pip install 'cnnbench=={version}')" if version else "the version that wrote it"
+    )
+    raise CnnbenchError(
+        f"The checkpoint {run_dir / CHECKPOINT_NAME} was written by {who} and lacks {', '.join(lacking)}; "
+        f"this cnnbench {__version__} cannot continue the run without it and be the same run. Nothing was "
+        f"changed; continue it with {with_it}, or start a new run with `cnnbench train`."
+    )
+
+
 def restore(parts: Parts, step: TrainStep, checkpoint: Mapping[str, Any], run_dir: Path) -> RunState:
-    """Load ``checkpoint`` into freshly built parts and step; returns the run's state at that point."""
+    """Load ``checkpoint`` into freshly built parts and step; returns the run's state at that point.
+
+    A checkpoint of another version that lacks some of the state continues without it (``CONTINUES_WITHOUT``,
+    said in train.log); one without the optimizer's state is refused (``check_complete``)."""
+    check_complete(checkpoint, run_dir)
     try:
         parts.model.load_state_dict(checkpoint["model"])
         parts.optimizer.load_state_dict(checkpoint["optimizer"])
@@ -100,23 +154,43 @@ def restore(parts: Parts, step: TrainStep, checkpoint: Mapping[str, Any], run_di
             f"The checkpoint in {run_dir} does not fit the model/optimizer its config builds "
             f"({str(exc).splitlines()[0][:200]}). Was the config edited? Nothing was changed."
         ) from None
+    missing = {key: what for key, what in CONTINUES_WITHOUT.items() if key not in checkpoint}
     if parts.scaler and checkpoint.get("scaler"):
         parts.scaler.load_state_dict(checkpoint["scaler"])
-    set_rng_state(checkpoint["rng"], parts.device)
-    parts.batches.load_state_dict(checkpoint["sampler"])
-    parts.augment.generator.set_state(checkpoint["augment_rng"])
-    step.load_state_dict(checkpoint["window"])
+    elif parts.scaler and "scaler" not in checkpoint:
+        missing["scaler"] = "the fp16 loss scale starts again from its initial value"
+    if "rng" in checkpoint:
+        set_rng_state(checkpoint["rng"], parts.device)
+    if "sampler" in checkpoint:
+        parts.batches.load_state_dict(checkpoint["sampler"])
+    if "augment_rng" in checkpoint:
+        parts.augment.generator.set_state(checkpoint["augment_rng"])
+    if "window" in checkpoint:
+        step.load_state_dict(checkpoint["window"])
     parts.lr_at.load_state_dict(checkpoint.get("warmup"))  # absent in older checkpoints: not ended
     if parts.ema is not None and checkpoint.get("ema") is not None:
         parts.ema.load_state_dict(checkpoint["ema"])
+    elif parts.ema is not None and "ema" not in checkpoint:
+        missing["ema"] = "the weights' moving average starts again from the current weights"
     state = RunState(
         iteration=int(checkpoint["iteration"]),
-        best_test_error=checkpoint["best_test_error"],
-        best_iteration=checkpoint["best_iteration"],
-        elapsed=float(checkpoint["elapsed_seconds"]),
-        metrics=dict(checkpoint["metrics"]),
+        best_test_error=checkpoint.get("best_test_error"),
+        best_iteration=checkpoint.get("best_iteration"),
+        elapsed=float(checkpoint.get("elapsed_seconds", 0.0)),
+        metrics=dict(checkpoint.get("metrics") or {}),
         **(checkpoint.get("selection") or {}),  # absent in checkpoints of older versions
+        checkpointed=int(checkpoint["iteration"]),
     )
+    if missing:
+        who, _ = written_by(checkpoint, run_dir)
+        log.warning(
+            "The checkpoint (iteration %d) was written by %s and lacks %s. The run continues from it, but "
+            "not bit for bit as an uninterrupted run would: %s.",
+            state.iteration,
+            who,
+            ", ".join(missing),
+            "; ".join(dict.fromkeys(missing.values())),
+        )
     rank = parts.dist.rank
     if rank > 0:  # the checkpoint holds rank 0's augmentation stream
         parts.augment.generator.manual_seed(augment_seed(int(parts.cfg.seed), rank, state.iteration))
@@ -138,6 +212,9 @@ def recorded_fast_path(checkpoint: Mapping[str, Any], env: Mapping[str, Any] | N
 
 def check_same_config(cfg: DictConfig, checkpoint: Mapping[str, Any], run_dir: Path) -> None:
     """The saved config must still be the one the checkpoint was trained with (else: not a continuation)."""
+    if "config" not in checkpoint:  # a checkpoint of a version that did not record it: nothing to compare
+        log.warning("The checkpoint records no config; continuing with %s.", run_dir / SAVED_CONFIG)
+        return
     now = OmegaConf.to_container(cfg, resolve=True)
     changed = changed_settings(checkpoint.get("config", {}), now)
     if changed:
