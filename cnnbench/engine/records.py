@@ -17,7 +17,17 @@ from cnnbench.engine.gpus import sharing_record
 from cnnbench.engine.parts import Parts, model_options_of
 from cnnbench.engine.state import RunState
 from cnnbench.runs.continuation import close_attempt, open_attempt
-from cnnbench.runs.files import ENV_NAME, METRICS_NAME, environment, read_metrics, write_json_atomic
+from cnnbench.runs.files import (
+    ENV_NAME,
+    METRICS_NAME,
+    NO_ROOM,
+    NotWritten,
+    environment,
+    read_metrics,
+    write_failure,
+    write_json_atomic,
+)
+from cnnbench.runs.logs import watch_log_file
 from cnnbench.runs.progress import Progress
 from cnnbench.runs.tb import TensorBoardLog
 
@@ -73,7 +83,14 @@ def hparams_of(cfg: DictConfig, params: int, precision: str, synthetic: bool) ->
 
 
 class RunRecords:
-    """The run folder's records of one attempt (a fresh start or a continuation)."""
+    """The run folder's records of one attempt (a fresh start or a continuation).
+
+    A record that cannot be written (a full disk, a folder made read-only) stops the run: the methods the
+    loop calls raise ``NotWritten`` (exit 75), and the run ends as interrupted with its last checkpoint,
+    from which the same command continues; the records are then written again from that iteration
+    (TensorBoard's purge_step, metrics.json), so they have no hole. ``record_end`` alone never raises: it
+    records how the run ended, if it can.
+    """
 
     def __init__(self, parts: Parts, run_dir: Path, state: RunState, continued: bool) -> None:
         self.parts = parts
@@ -85,31 +102,71 @@ class RunRecords:
         self.label = f"{cfg.model.name}-{cfg.depth} on {parts.data.name}" + (
             " (SYNTHETIC)" if parts.data.synthetic else ""
         )
+        # The lines of train.log that cannot be written (a full disk) stop the run too, at its next record.
+        self.log_file = watch_log_file(self.run_dir) if self.enabled else None
         # A continuation purges the TensorBoard points logged after the checkpoint (no duplicate steps).
-        self.tb = TensorBoardLog(
-            self.run_dir,
-            resume_from=state.iteration if continued else None,
-            enabled=self.enabled,
-            model=cfg.model.name,  # its Figure 6 family tags (cnnbench/runs/tb.py)
-        )
+        try:
+            self.tb = TensorBoardLog(
+                self.run_dir,
+                resume_from=state.iteration if continued else None,
+                enabled=self.enabled,
+                model=cfg.model.name,  # its Figure 6 family tags (cnnbench/runs/tb.py)
+            )
+        except OSError as exc:
+            raise self.not_written(exc) from None
         self.progress: Progress | None = None
+
+    def not_written(self, exc: OSError, path: Path | None = None) -> NotWritten:
+        """The run's stop when one of its files cannot be written (exit 75: the same command continues)."""
+        path = path or Path(exc.filename or self.run_dir)
+        state, run_dir = self.state, self.run_dir
+        if state.checkpointed is not None:
+            kept = f"; its last good checkpoint (iteration {state.checkpointed}) is kept"
+            again = f"continue it with `cnnbench resume {run_dir}` (or the same command again)"
+        else:
+            kept = ", before its first checkpoint"
+            again = "run the same command again (it starts the run anew)"
+        room = exc.errno in NO_ROOM
+        fix = "free space (or raise the quota or the file-size limit)" if room else "make the folder writable"
+        return NotWritten(
+            f"Could not write {path} ({write_failure(exc)}). The run stops as interrupted at iteration "
+            f"{state.iteration}{kept}. To go on, {fix}, then {again}."
+        )
+
+    def check_log_file(self) -> None:
+        """Raise the stop when a line of train.log could not be written since the last look."""
+        if self.log_file is not None and self.log_file.error is not None:
+            raise self.not_written(self.log_file.error, self.log_file.path)
 
     def start(self, fresh: bool) -> None:
         """Announce the run; a fresh start also writes env.json and the TensorBoard hparams."""
         p, cfg = self.parts, self.parts.cfg
+        # One attempt per start: a continuation reads the history from metrics.json, which also holds
+        # attempts that ended after the last checkpoint (a killed attempt's entry never got its end).
+        # Opened first, so that a start that stops at its first file (a full disk) is an attempt too.
+        on_disk = (read_metrics(self.run_dir) or {}).get("attempts") if self.enabled else None
+        self.state.metrics["attempts"] = open_attempt(
+            on_disk or self.state.metrics.get("attempts") or [], self.state.iteration
+        )
         if self.enabled and fresh:
             env = environment(p.device, p.precision, p.compiled, p.data.synthetic)
             env["world_size"] = p.dist.world_size
             env["fast_path"] = p.fast_path.record()
             env["numerics"] = numerics = numerics_of(p)
             env["gpu_sharing"] = sharing_record()  # k jobs per GPU, MPS (cnnbench/engine/gpus.py); null alone
-            write_json_atomic(self.run_dir / ENV_NAME, env)
+            try:
+                write_json_atomic(self.run_dir / ENV_NAME, env)
+            except OSError as exc:
+                raise self.not_written(exc, self.run_dir / ENV_NAME) from None
             hparams = hparams_of(cfg, p.params, p.precision, p.data.synthetic)
             fp = p.fast_path
             hparams.update(channels_last=fp.channels_last, compile=fp.compile)
             hparams.update(cuda_graphs=fp.cuda_graphs, fused_optimizer=fp.fused_optimizer)
             hparams.update(numerics=numerics["name"], bn_images=numerics["bn_images"], tf32=numerics["tf32"])
-            self.tb.start(hparams)
+            try:
+                self.tb.start(hparams)
+            except OSError as exc:
+                raise self.not_written(exc) from None
         log.info(
             "%s: %s parameters, %s, %s%s, %d iterations of batch %d, numerics %s -> %s",
             self.label,
@@ -122,12 +179,6 @@ class RunRecords:
             numerics_of(p)["label"],
             self.run_dir,
         )
-        # One attempt per start: a continuation reads the history from metrics.json, which also holds
-        # attempts that ended after the last checkpoint (a killed attempt's entry never got its end).
-        on_disk = (read_metrics(self.run_dir) or {}).get("attempts") if self.enabled else None
-        self.state.metrics["attempts"] = open_attempt(
-            on_disk or self.state.metrics.get("attempts") or [], self.state.iteration
-        )
         self.write_metrics("running", message=None)
         self.progress = Progress(self.state.iteration, self.max_iters, self.label, enabled=self.enabled)
 
@@ -137,21 +188,50 @@ class RunRecords:
 
     def log_scalars(self, values: dict[str, float], iteration: int, shown: dict[str, float] | None = None):
         """TensorBoard scalars at ``iteration``, and the progress line (``shown`` adds console-only stats)."""
-        self.tb.scalars(values, iteration)
+        self.scalars(values, iteration)
         if self.progress is not None:
             self.progress.report(iteration, {**values, **(shown or {})})
+        self.check_log_file()  # the progress line was logged
 
     def scalars(self, values: dict[str, float], iteration: int) -> None:
         """TensorBoard scalars only (diagnostics that the progress line does not show)."""
-        self.tb.scalars(values, iteration)
+        try:
+            self.tb.scalars(values, iteration)
+        except OSError as exc:
+            raise self.not_written(exc) from None
 
     def flush(self) -> None:
-        self.tb.flush()
+        """Every TensorBoard point so far on disk (before a checkpoint that counts them as written)."""
+        try:
+            self.tb.flush()
+        except OSError as exc:
+            raise self.not_written(exc) from None
+        self.check_log_file()
 
     def write_metrics(self, status: str, **extra: Any) -> None:
-        """metrics.json: the status (running, completed, interrupted, diverged, failed) and the numbers."""
+        """metrics.json: the status (running, completed, interrupted, diverged, failed) and the numbers.
+        ``NotWritten`` when it (or before ``completed`` TensorBoard, or train.log) cannot be written."""
         if not self.enabled:
             return
+        if status == "completed":
+            self.flush()  # nothing is completed with points still unwritten
+        self.check_log_file()
+        try:
+            self._write_metrics(status, **extra)
+        except OSError as exc:
+            raise self.not_written(exc, self.run_dir / METRICS_NAME) from None
+
+    def record_end(self, status: str, **extra: Any) -> None:
+        """metrics.json's last status of an attempt that fails or stops; never raises (the reason for the
+        stop is what the user must see), a write that fails is logged."""
+        if not self.enabled:
+            return
+        try:
+            self._write_metrics(status, **extra)
+        except OSError as exc:
+            log.error("Could not write %s either (%s).", METRICS_NAME, exc.strerror or exc)
+
+    def _write_metrics(self, status: str, **extra: Any) -> None:
         p, cfg, state = self.parts, self.parts.cfg, self.state
         state.metrics.update(
             status=status,
@@ -177,10 +257,7 @@ class RunRecords:
                 status if status == "completed" else f"{status}: {extra.get('message') or ''}".strip(": ")
             )
             close_attempt(state.metrics.get("attempts") or [], reason, state.iteration)
-        try:
-            write_json_atomic(self.run_dir / METRICS_NAME, state.metrics)
-        except OSError as exc:  # a full disk: the checkpoint holds the state; the next write retries
-            log.error("Could not write %s (%s); training goes on.", METRICS_NAME, exc.strerror or exc)
+        write_json_atomic(self.run_dir / METRICS_NAME, state.metrics)
 
     def close(self) -> None:
         """Stop the progress display and flush TensorBoard (idempotent)."""

@@ -28,8 +28,18 @@ from cnnbench.errors import CnnbenchError
 from cnnbench.fastpath.choice import CACHE_FILE as FASTPATH_RECORD
 from cnnbench.runs.checkpoint import CHECKPOINT_NAME, load_checkpoint, save_checkpoint
 from cnnbench.runs.continuation import decide, job_id
-from cnnbench.runs.files import BEST_CHECKPOINT_NAME, existing_run_error, holds_run, read_env
+from cnnbench.runs.files import (
+    BEST_CHECKPOINT_NAME,
+    NO_ROOM,
+    READ_ONLY,
+    NotWritten,
+    existing_run_error,
+    holds_run,
+    read_env,
+    write_error,
+)
 from cnnbench.runs.lock import holding
+from cnnbench.runs.logs import watch_log_file
 from cnnbench.runs.validate import check_config
 
 log = logging.getLogger("cnnbench")
@@ -37,10 +47,9 @@ log = logging.getLogger("cnnbench")
 __all__ = ["RunDiverged", "Trainer", "run"]
 
 
-class CheckpointNotWritten(CnnbenchError):
-    """A full disk or a read-only folder at a checkpoint: the run stops, its last checkpoint intact."""
-
-    exit_code = 75  # EX_TEMPFAIL: try again later
+class CheckpointNotWritten(NotWritten):
+    """A full disk or a read-only folder at a checkpoint: the run stops, its last checkpoint intact (exit 75,
+    EX_TEMPFAIL: the same command continues it later)."""
 
 
 class Trainer:
@@ -91,23 +100,24 @@ class Trainer:
         self._check_finite()
         self._log_gradflow()
         if self.parts.dist.is_main:
-            try:
-                save_checkpoint(checkpoint_state(self.parts, self.step, self.state), self.ckpt_path)
-            except OSError as exc:
-                raise CheckpointNotWritten(
-                    f"Could not write the checkpoint at iteration {self.state.iteration} "
-                    f"({exc.strerror or exc}: {exc.filename or self.ckpt_path}). The last good "
-                    f"checkpoint in {self.run_dir} is kept and the run stops as interrupted; free space "
-                    f"or fix the folder's permissions, then continue with "
-                    f"`cnnbench resume {self.run_dir}` (or the same command again)."
-                ) from None
+            # TensorBoard's points up to here are on disk before the checkpoint that counts them as written
+            # (a resume purges only the points after it).
+            self.records.flush()
+            self._save(self.ckpt_path)
+
+    def _save(self, path: Path) -> None:
+        try:
+            save_checkpoint(checkpoint_state(self.parts, self.step, self.state), path)
+        except OSError as exc:
+            raise CheckpointNotWritten(str(self.records.not_written(exc, path))) from None
+        if path == self.ckpt_path:
+            self.state.checkpointed = self.state.iteration
 
     def _save_best(self) -> None:
         """best.pt: the checkpoint of the weights with the best validation error so far."""
         self.step.mark_bad_weights(self.state.iteration)
         if int(self.step.first_bad_iter.item()) < 0:  # a local check: only rank 0 evaluates (no collective)
-            path = self.run_dir / BEST_CHECKPOINT_NAME
-            save_checkpoint(checkpoint_state(self.parts, self.step, self.state), path)
+            self._save(self.run_dir / BEST_CHECKPOINT_NAME)
 
     def _log_gradflow(self) -> None:
         for iteration, scalars in self.step.gradflow.flush():
@@ -183,9 +193,9 @@ class Trainer:
         is_main = self.parts.dist.is_main
         if self.resumed:
             log.info("Resuming %s at iteration %d/%d", self.run_dir, state.iteration, max_iters)
-        records.start(fresh=not self.resumed and is_main)
-        window_start = last_tick = time.perf_counter()
         try:
+            records.start(fresh=not self.resumed and is_main)
+            window_start = last_tick = time.perf_counter()
             with GracefulStop() as stop, self.parts.compile_fallback():
                 stopping = False
                 while state.iteration < max_iters and not stopping:
@@ -230,21 +240,19 @@ class Trainer:
                     self.run_dir,
                 )
             return state.metrics
-        except CheckpointNotWritten as exc:
-            records.write_metrics("interrupted", message=str(exc))
+        except NotWritten as exc:  # a file of the run that cannot be written (a full disk)
+            records.record_end("interrupted", message=str(exc))
             raise
         except RunDiverged as exc:
-            records.write_metrics(
-                "diverged", diverged_at=int(self.step.first_bad_iter.item()), message=str(exc)
-            )
+            records.record_end("diverged", diverged_at=int(self.step.first_bad_iter.item()), message=str(exc))
             raise
         except KeyboardInterrupt:
-            records.write_metrics(
+            records.record_end(
                 "interrupted", message="aborted by a second Ctrl-C; resume continues from the last checkpoint"
             )
             raise
         except Exception as exc:
-            records.write_metrics("failed", message=f"{type(exc).__name__}: {exc}")
+            records.record_end("failed", message=f"{type(exc).__name__}: {exc}")
             raise
         finally:
             records.close()
@@ -290,6 +298,7 @@ def run(
 def _run(
     cfg: DictConfig, run_dir: Path, resume: bool, restart: bool, sweep_dir: Path | None
 ) -> dict[str, Any]:
+    watch_log_file(Path(run_dir))  # a line train.log cannot take stops the run (RunRecords), quietly
     try:
         if not (resume or restart):
             # trainer.resume decides what a folder that already holds a run means (engine/continuation.py).
@@ -304,6 +313,18 @@ def _run(
         raise CnnbenchError(
             f"The config lacks a key cnnbench needs ({type(exc).__name__}: {str(exc).splitlines()[0]}). "
             f"Nothing was changed; restore the key (see `cnnbench config`) in {run_dir / '.hydra'}."
+        ) from None
+    except OSError as exc:
+        if exc.errno not in NO_ROOM | READ_ONLY:
+            raise
+        # A file written before training, outside the run's records: a dataset's download (its lock file,
+        # archive or folder in a read-only data root).
+        raise write_error(
+            Path(exc.filename or run_dir),
+            exc,
+            "Nothing was trained.",
+            "Make that folder writable by this user, or point the setting that names it (data.root for a "
+            "dataset) at a writable folder.",
         ) from None
     try:
         return trainer.train()

@@ -10,7 +10,7 @@ from typing import Any
 import torch
 
 from cnnbench.errors import CnnbenchError
-from cnnbench.runs.files import CHECKPOINT_NAME, PREVIOUS_CHECKPOINT_NAME
+from cnnbench.runs.files import CHECKPOINT_NAME, PREVIOUS_CHECKPOINT_NAME, discard, os_error_of
 
 __all__ = ["CHECKPOINT_NAME", "has_checkpoint", "load_checkpoint", "save_checkpoint"]
 
@@ -35,7 +35,15 @@ def save_checkpoint(state: dict[str, Any], path: Path) -> None:
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     try:
         with open(tmp, "wb") as f:
-            torch.save(state, f)
+            try:
+                torch.save(state, f)
+            except RuntimeError as exc:
+                # A write that fails inside torch.save (a full disk, the file-size limit) surfaces as the
+                # RuntimeError of its zip writer's clean-up; the OSError is what the caller can act on.
+                cause = os_error_of(exc)
+                if cause is None:
+                    raise
+                raise cause from None
             f.flush()
             os.fsync(f.fileno())
         if path.exists():
@@ -43,7 +51,7 @@ def save_checkpoint(state: dict[str, Any], path: Path) -> None:
         os.replace(tmp, path)
         _fsync_dir(path.parent)
     finally:
-        tmp.unlink(missing_ok=True)
+        discard(tmp)
 
 
 def has_checkpoint(run_dir: Path) -> bool:

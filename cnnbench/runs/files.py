@@ -2,15 +2,19 @@
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import platform
 import socket
 import subprocess
 import sys
+from contextlib import suppress
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
+
+from cnnbench.errors import CnnbenchError
 
 # The run folder's files (docs/design-sketch.md); every module names them through these constants.
 CHECKPOINT_NAME = "checkpoint.pt"
@@ -33,8 +37,6 @@ def holds_run(folder: Path) -> bool:
 
 def existing_run_error(folder: Path) -> Exception:
     """The refusal to train into a folder that holds a run (results are never overwritten)."""
-    from cnnbench.errors import CnnbenchError
-
     return CnnbenchError(
         f"{folder} already holds a run (checkpoint.pt or metrics.json); cnnbench never overwrites "
         f"results. Continue it with `cnnbench resume {folder}`, or train into a new folder (drop "
@@ -42,13 +44,88 @@ def existing_run_error(folder: Path) -> Exception:
     )
 
 
-def write_json_atomic(path: Path, data: dict[str, Any]) -> None:
+# A write that finds no room: a full disk, a used-up quota, or the file-size limit (`ulimit -f`). The same
+# command succeeds once there is room, so it exits with 75 (EX_TEMPFAIL: try again later).
+NO_ROOM = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EFBIG})
+# A folder this user cannot write into: a read-only file system, or permissions. Nothing waits it out, so
+# a command that finds one before it did anything exits with 2, as for any refusal.
+READ_ONLY = frozenset({errno.EROFS, errno.EACCES, errno.EPERM})
+NO_ROOM_EXIT = 75
+_NO_ROOM_WHY = {
+    errno.ENOSPC: "the disk is full",
+    errno.EDQUOT: "the disk quota is used up",
+    errno.EFBIG: "the file-size limit (`ulimit -f`) is reached",
+}
+
+
+class NotWritten(CnnbenchError):
+    """A file that could not be written for lack of room: the command can succeed later (exit 75)."""
+
+    exit_code = NO_ROOM_EXIT
+
+
+def os_error_of(exc: BaseException | None) -> OSError | None:
+    """The OSError behind ``exc``: itself, or one it was raised from or while handling (``torch.save``
+    reports a failed write as the RuntimeError of its clean-up, with the OSError as context)."""
+    seen: set[int] = set()
+    while exc is not None and id(exc) not in seen:
+        if isinstance(exc, OSError):
+            return exc
+        seen.add(id(exc))
+        exc = exc.__cause__ or exc.__context__
+    return None
+
+
+def no_room(exc: BaseException) -> bool:
+    error = os_error_of(exc)
+    return error is not None and error.errno in NO_ROOM
+
+
+def write_failure(exc: OSError) -> str:
+    """Why a write failed, for a message: ``File too large: the file-size limit (`ulimit -f`) is reached``."""
+    why = exc.strerror or str(exc)
+    return f"{why}: {_NO_ROOM_WHY[exc.errno]}" if exc.errno in NO_ROOM else why
+
+
+def write_error(path: Path, exc: OSError, consequence: str, fix: str) -> CnnbenchError:
+    """The one paragraph for ``path`` not written. No room: ``NotWritten`` (exit 75), whose fix is room and
+    the same command again. Anything else (a read-only folder, permissions): exit 2 with ``fix``."""
+    if exc.errno in NO_ROOM:
+        return NotWritten(
+            f"Could not write {path} ({write_failure(exc)}). {consequence} Free space (or raise the quota or "
+            f"the file-size limit), then run the same command again."
+        )
+    return CnnbenchError(f"Could not write {path} ({write_failure(exc)}). {consequence} {fix}")
+
+
+def write_atomic(path: Path, write: Any) -> None:
+    """``write(tmp)`` writes the file under a temporary name beside ``path``, which then takes its place:
+    a failed write (a full disk) leaves the earlier ``path``, if any, as it was and no temporary file."""
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     try:
-        tmp.write_text(json.dumps(data, indent=2, sort_keys=False) + "\n")
+        try:
+            write(tmp)
+        except Exception as exc:
+            # torch.save, torch.jit.save...: a failed write surfaces as the writer's own clean-up error.
+            error = os_error_of(exc)
+            if error is None or error is exc:
+                raise
+            raise error from None
         os.replace(tmp, path)
     finally:
+        discard(tmp)
+
+
+def discard(tmp: Path) -> None:
+    """Remove a temporary file if it is there. Quietly: on a read-only file system even a file that was
+    never created cannot be unlinked (EROFS), and that must not hide the write's own error."""
+    with suppress(OSError):
         tmp.unlink(missing_ok=True)
+
+
+def write_json_atomic(path: Path, data: dict[str, Any]) -> None:
+    text = json.dumps(data, indent=2, sort_keys=False) + "\n"
+    write_atomic(path, lambda tmp: tmp.write_text(text))
 
 
 def read_metrics(run_dir: Path) -> dict[str, Any] | None:
@@ -150,8 +227,6 @@ def environment(device: Any, precision: str, compiled: bool, synthetic: bool) ->
 def saved_config(run_dir: Path):
     """The run's composed config as Hydra saved it (``.hydra/config.yaml``), struct mode on."""
     from omegaconf import DictConfig, OmegaConf
-
-    from cnnbench.errors import CnnbenchError
 
     path = run_dir / SAVED_CONFIG
     if not path.is_file():

@@ -15,7 +15,9 @@ metrics and ``cnnbench report`` read them).
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import threading
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager, suppress
 from pathlib import Path
 
 from tensorboard.compat.proto.summary_pb2 import Summary, SummaryMetadata
@@ -24,6 +26,8 @@ from tensorboard.compat.proto.tensor_shape_pb2 import TensorShapeProto
 from tensorboard.plugins.custom_scalar import layout_pb2
 from torch.utils.tensorboard import SummaryWriter
 from torch.utils.tensorboard.summary import hparams as hparams_summary
+
+from cnnbench.runs.files import os_error_of
 
 HPARAM_METRICS = ("error/test", "error/train", "loss/test", "loss/train")
 
@@ -121,18 +125,55 @@ def layout_summary(layout_proto: layout_pb2.Layout) -> Summary:
     return Summary(value=[Summary.Value(tag=LAYOUT_TAG, tensor=tensor, metadata=metadata)])
 
 
+def quiet_writer_threads() -> None:
+    """TensorBoard writes from a thread of its own; a write that fails there (a full disk) is raised again
+    by the writer's next call in the loop, which reports it as the run's own error. Python would also print
+    the thread's traceback: this keeps that one quiet (every other thread's exception still prints)."""
+    previous = threading.excepthook
+    if getattr(previous, "cnnbench_tensorboard", False):
+        return
+
+    def hook(args: threading.ExceptHookArgs) -> None:
+        if isinstance(args.exc_value, OSError) and type(args.thread).__name__ == "_AsyncWriterThread":
+            return
+        previous(args)
+
+    hook.cnnbench_tensorboard = True  # type: ignore[attr-defined]
+    threading.excepthook = hook
+
+
 class TensorBoardLog:
+    """The run's TensorBoard writer. A write that fails (a full disk) raises the ``OSError`` behind it,
+    with ``filename`` set to the event file, from whichever call first finds out (writes are asynchronous:
+    at the latest from ``flush``)."""
+
     def __init__(
         self, run_dir: Path, resume_from: int | None = None, enabled: bool = True, model: str | None = None
     ) -> None:
         # On resume, purge_step makes TensorBoard drop any points a killed run logged after its
         # last checkpoint, so the continued curve has no duplicated or out-of-order steps.
         purge_step = resume_from + 1 if resume_from is not None else None
+        self.path = Path(run_dir) / "events.out.tfevents.*"  # named by the writer; see _writing()
+        self.writer: SummaryWriter | None = None
         # Disabled (ranks other than 0 of a distributed run): every call is a no-op.
-        self.writer = SummaryWriter(log_dir=str(run_dir), purge_step=purge_step) if enabled else None
+        if enabled:
+            quiet_writer_threads()
+            with self._writing():
+                self.writer = SummaryWriter(log_dir=str(run_dir), purge_step=purge_step)
+            self.path = Path(getattr(self.writer.file_writer.event_writer, "_file_name", self.path))
         # Known from construction on, so a resumed run (no start()) keeps logging its family tags.
         self.model = model
         self.family = family(model) if model is not None else None
+
+    @contextmanager
+    def _writing(self) -> Iterator[None]:
+        try:
+            yield
+        except Exception as exc:
+            error = os_error_of(exc)
+            if error is None:
+                raise
+            raise OSError(error.errno, error.strerror or str(error), str(self.path)) from None
 
     def start(self, hparams: Mapping[str, object]) -> None:
         """Write the hparams summary and the custom-scalars layout (once, at a run's first start)."""
@@ -143,21 +184,28 @@ class TensorBoardLog:
         # Only the session-start record: with no per-run experiment summary, TensorBoard builds the HParams
         # columns from every run of a sweep (one run's experiment summary would hide other models' options)
         # and takes the metrics from the runs' scalars (error/test, error/train, ...).
-        self.writer.file_writer.add_summary(session_start)
-        self.writer.file_writer.add_summary(layout_summary(layout(self.model)))
+        with self._writing():
+            self.writer.file_writer.add_summary(session_start)
+            self.writer.file_writer.add_summary(layout_summary(layout(self.model)))
 
     def scalars(self, values: Mapping[str, float], step: int) -> None:
         if self.writer is None:
             return
-        for tag, value in values.items():
-            self.writer.add_scalar(tag, value, global_step=step)
-            if self.family is not None and tag in FIGURE6:
-                self.writer.add_scalar(figure6_tag(tag, self.family), value, global_step=step)
+        with self._writing():
+            for tag, value in values.items():
+                self.writer.add_scalar(tag, value, global_step=step)
+                if self.family is not None and tag in FIGURE6:
+                    self.writer.add_scalar(figure6_tag(tag, self.family), value, global_step=step)
 
     def flush(self) -> None:
+        """Wait until every point logged so far is in the file (or raise the write's OSError)."""
         if self.writer is not None:
-            self.writer.flush()
+            with self._writing():
+                self.writer.flush()
 
     def close(self) -> None:
+        """Flush and close; a write that fails now is left unreported (the run has ended, and its last
+        ``flush`` has already answered for what it needed)."""
         if self.writer is not None:
-            self.writer.close()
+            with suppress(OSError):
+                self.writer.close()
