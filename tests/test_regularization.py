@@ -42,11 +42,19 @@ def _checkpoint(run_dir):
     return torch.load(run_dir / "checkpoint.pt", weights_only=True)
 
 
-def test_exact_resume_with_every_option_on(tmp_path, monkeypatch):
+@pytest.fixture
+def one_thread():
+    """Bitwise equality needs the same thread count before and after; restored for the tests after."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def test_exact_resume_with_every_option_on(tmp_path, monkeypatch, one_thread):
     from cnnbench.engine.step import TrainStep
     from cnnbench.engine.trainer import run
 
-    torch.set_num_threads(1)  # bitwise equality needs the same thread count before and after
     cfg = _compose(*ALL_ON)
     reference = run(cfg, tmp_path / "reference")
     assert reference["test_error_ema"] is not None
