@@ -322,3 +322,69 @@ def test_sweep_gives_one_table_and_loads_the_data_once(cli, sweep: Path, monkeyp
         [entry] = entries.values()
         assert entry["error"] == _metrics(sweep / f"seed_{seed}")["test_error"]
         assert not math.isnan(entry["loss"])
+
+
+# ----- compiled runs -------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "record, state_key, mode",
+    [
+        ({"compile": True, "compile_mode": "default"}, "model", "default"),
+        (
+            {"compile": True, "compile_mode": "max-autotune-no-cudagraphs"},
+            "model",
+            "max-autotune-no-cudagraphs",
+        ),
+        ({"compile": True}, "model", "max-autotune-no-cudagraphs"),  # recorded before the mode was
+        ({"compile": True, "compile_mode": "default"}, "ema", None),  # the average was evaluated eagerly
+        ({"compile": False, "compile_mode": "default"}, "model", None),
+        ({}, "model", None),
+    ],
+    ids=["default", "max-autotune", "no mode recorded", "ema", "eager run", "no record"],
+)
+def test_eval_compiles_exactly_where_the_runs_own_evaluations_were_compiled(
+    record: dict, state_key: str, mode: str | None
+) -> None:
+    from cnnbench.commands.evaluate import run_compile_mode
+
+    assert run_compile_mode(record, state_key) == mode
+
+
+def test_eval_of_a_run_recorded_as_compiled_evaluates_through_torch_compile(
+    cli, val_run: Path, tmp_path: Path, monkeypatch
+) -> None:
+    """The decision reaches the evaluation: the checkpoint's fast path says compiled (edited here: compiling
+    for real is the slow test below), so the model goes through torch.compile, in the recorded mode, and
+    eval.json says so; best.pt's weights (evaluated through the same compiled model) compile too."""
+    run = _copy(val_run, tmp_path / "run")
+    for name in ("checkpoint.pt", BEST_CHECKPOINT_NAME):
+        checkpoint = torch.load(run / name, weights_only=True)
+        checkpoint["fast_path"] = {**checkpoint["fast_path"], "compile": True, "compile_mode": "default"}
+        torch.save(checkpoint, run / name)
+    compiled = []
+
+    def spy(model, **kwargs):
+        compiled.append(kwargs)
+        return model  # eager underneath: the numbers stay the run's
+
+    monkeypatch.setattr(torch, "compile", spy)
+    [entry] = _json(cli("eval", str(run), "--json"))
+    assert compiled == [{}] and entry["compiled"] is True  # mode "default": torch.compile's own default
+    assert entry["error"] == _metrics(run)["test_error"]
+    [best] = _json(cli("eval", str(run), "--weights", "best", "--json"))
+    assert len(compiled) == 2 and best["compiled"] is True
+    assert json.loads((run / "eval.json").read_text())["entries"][entry["key"]]["compiled"] is True
+
+
+@pytest.mark.slow
+def test_eval_reproduces_a_compiled_runs_test_error(cli, tmp_path: Path) -> None:
+    """A run trained and evaluated with torch.compile on the CPU (about a minute of compiling here)."""
+    run = _train(
+        tmp_path / "run", "trainer.max_iters=10", "trainer.compile=true", "trainer.compile_mode=default"
+    )
+    metrics = _metrics(run)
+    [entry] = _json(cli("eval", str(run), "--json"))
+    assert entry["compiled"] is True
+    assert entry["error"] == metrics["test_error"]
+    assert entry["loss"] == pytest.approx(metrics["test_loss"], rel=1e-9)

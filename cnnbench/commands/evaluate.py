@@ -25,7 +25,16 @@ import torch
 import torch.nn.functional as F
 
 from cnnbench.errors import CnnbenchError
-from cnnbench.runs.files import holds_run, read_env, write_json_atomic
+from cnnbench.runs.files import (
+    NO_ROOM,
+    READ_ONLY,
+    NotWritten,
+    holds_run,
+    read_env,
+    write_atomic,
+    write_error,
+    write_json_atomic,
+)
 from cnnbench.runs.lock import holding
 from cnnbench.runs.weights import WEIGHTS, chosen_weights
 
@@ -101,6 +110,7 @@ class EvalResult:
     seconds: float
     img_per_s: float
     evaluated_at: str = ""
+    compiled: bool = False  # evaluated with torch.compile, as the run's own evaluations were
 
     def record(self) -> dict[str, Any]:
         return asdict(self)
@@ -336,6 +346,31 @@ def run_numerics(trained: TrainedRun) -> tuple[str, bool]:
     return str(record.get("precision", "fp32")), bool(record.get("channels_last", False))
 
 
+def run_compile_mode(record: dict[str, Any], state_key: str = "model") -> str | None:
+    """The torch.compile mode the run's own evaluations of these weights used, or None (eager): a compiled
+    run evaluates its weights through the compiled model, and its moving average (``ema``) eagerly
+    (cnnbench.engine.step.evaluate). Compiled code sums in another order than eager code, so evaluating
+    the same way is what reproduces the logged test error."""
+    from cnnbench.fastpath.choice import RECORDED_COMPILE_MODE
+
+    if not record.get("compile") or state_key != "model":
+        return None
+    return str(record.get("compile_mode") or RECORDED_COMPILE_MODE)
+
+
+def _compile_failed(exc: BaseException) -> bool:
+    """Whether ``exc`` is torch.compile failing (no C++ compiler, an unsupported operation), not the model."""
+    from torch._dynamo.exc import TorchDynamoException
+
+    return isinstance(exc, TorchDynamoException)
+
+
+def _warn(message: str) -> None:
+    import sys
+
+    print(f"warning: {message}", file=sys.stderr)
+
+
 def evaluate_run(run_dir: Path, options: EvalOptions, cache: _DataCache) -> EvalResult:
     """Evaluate one run folder (nothing written; ``write_outputs`` does that)."""
     from datetime import datetime, timezone
@@ -352,7 +387,19 @@ def evaluate_run(run_dir: Path, options: EvalOptions, cache: _DataCache) -> Eval
     section = data_section(cfg, options.data)
     if options.split == "val" and not section.get("val_size"):
         raise _no_split_error(run_dir, "val", bool(options.data))
-    data = cache.get(section, trained.device)
+    try:
+        data = cache.get(section, trained.device)
+    except OSError as exc:
+        if exc.errno not in NO_ROOM | READ_ONLY:
+            raise
+        # A dataset that must be downloaded into a data root that cannot take it.
+        raise write_error(
+            Path(exc.filename or str(section.get("root"))),
+            exc,
+            "Nothing was evaluated.",
+            "Make that folder writable by this user, or pass --data root=... with a folder that holds the "
+            "dataset (or that can take its download).",
+        ) from None
     images, labels = _split(data, options.split, run_dir, bool(options.data))
     _check_fits(trained, data, images, run_dir)
     run_precision, channels_last = run_numerics(trained)
@@ -360,20 +407,41 @@ def evaluate_run(run_dir: Path, options: EvalOptions, cache: _DataCache) -> Eval
     precision = resolve_precision(precision, trained.device)
     memory_format = torch.channels_last if channels_last else torch.contiguous_format
     model = trained.model.to(memory_format=memory_format)
+    from cnnbench.engine.state import recorded_fast_path
+
+    mode = run_compile_mode(recorded_fast_path(trained.checkpoint, read_env(run_dir)), weights.state_key)
     batch_size = int(cfg.trainer.get("eval_batch_size", 1000))
-    start = time.perf_counter()
-    try:
-        loss, confusion = evaluate_batches(
-            model,
+
+    def evaluate_with(forward: torch.nn.Module, some: slice = slice(None)) -> tuple[float, torch.Tensor]:
+        return evaluate_batches(
+            forward,
             trained.normalize,
-            images,
-            labels,
+            images[some],
+            labels[some],
             trained.num_classes,
             batch_size,
             autocast(trained.device, precision),
             memory_format,
             options.tta,
         )
+
+    forward = model
+    try:
+        if mode is not None:
+            forward = torch.compile(model) if mode == "default" else torch.compile(model, mode=mode)
+            try:
+                evaluate_with(forward, slice(batch_size))  # compiles, outside the timed pass
+            except Exception as exc:
+                if not _compile_failed(exc):
+                    raise
+                _warn(
+                    f"{run_dir}: the run's evaluations were compiled, but compiling failed here "
+                    f"({str(exc).splitlines()[0][:200]}); evaluated eagerly, so the numbers may differ from "
+                    f"the run's logged ones in the last digits."
+                )
+                forward, mode = model, None
+        start = time.perf_counter()
+        loss, confusion = evaluate_with(forward)
     except RuntimeError as exc:  # a shape the layers cannot take
         raise CnnbenchError(
             f"The model of {run_dir} cannot take the {data.name} images ({str(exc).splitlines()[0][:200]}). "
@@ -407,6 +475,7 @@ def evaluate_run(run_dir: Path, options: EvalOptions, cache: _DataCache) -> Eval
         seconds=seconds,
         img_per_s=n * (2 if options.tta == "flip" else 1) / max(seconds, 1e-9),
         evaluated_at=datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        compiled=mode is not None,
     )
 
 
@@ -455,27 +524,59 @@ def confusion_figure(result: EvalResult):
 
 
 def write_outputs(result: EvalResult) -> None:
-    """eval.json (this entry added or replaced), confusion.png and the TensorBoard figure."""
+    """eval.json (this entry added or replaced), confusion.png and the TensorBoard figure, each written
+    whole or not at all. A file that cannot be written raises the one-paragraph error: ``NotWritten``
+    (exit 75) for a full disk, exit 2 for a folder this user cannot write into."""
     import numpy as np
 
     run_dir = Path(result.run_dir)
     record = _check_writable_eval_json(run_dir)
     record["entries"][result.key] = result.record()
-    write_json_atomic(run_dir / EVAL_NAME, record)
-    fig = confusion_figure(result)
-    fig.savefig(run_dir / CONFUSION_NAME)
-    fig.canvas.draw()
-    rgb = np.asarray(fig.canvas.buffer_rgba())[..., :3].copy()
+    path = run_dir / EVAL_NAME
+    try:
+        write_json_atomic(path, record)
+        fig = confusion_figure(result)
+        path = run_dir / CONFUSION_NAME
+        write_atomic(path, lambda tmp: fig.savefig(tmp, format="png"))
+        fig.canvas.draw()
+        rgb = np.asarray(fig.canvas.buffer_rgba())[..., :3].copy()
+        path = run_dir / "events.out.tfevents.*.eval"
+        _write_figure_event(run_dir, f"eval/confusion/{result.split}", rgb, result.iteration)
+    except OSError as exc:
+        written = "; the files before it are written" if path.name != EVAL_NAME else ""
+        raise write_error(
+            path,
+            exc,
+            f"The evaluation is done but its results are not all in the run folder{written}; no file was "
+            f"left half-written.",
+            f"cnnbench eval writes its results into the run folder: make {run_dir} writable by this user, "
+            f"or evaluate a copy of the run.",
+        ) from None
+
+
+def _write_figure_event(run_dir: Path, tag: str, rgb: Any, step: int) -> None:
+    """The figure as a new event file in the run folder, no purge_step: training's scalars stay as they
+    are. Written in a hidden folder beside and moved in whole, so that a failed write (a full disk) leaves
+    no partial event file for TensorBoard to read."""
+    import shutil
+    import tempfile
+
     from torch.utils.tensorboard import SummaryWriter
 
-    # A new event file in the run folder, no purge_step: training's scalars stay as they are.
-    writer = SummaryWriter(log_dir=str(run_dir), filename_suffix=".eval")
+    from cnnbench.runs.tb import quiet_writer_threads
+
+    quiet_writer_threads()
+    folder = Path(tempfile.mkdtemp(prefix=".eval-", dir=run_dir))
     try:
-        writer.add_image(
-            f"eval/confusion/{result.split}", rgb, global_step=result.iteration, dataformats="HWC"
-        )
+        writer = SummaryWriter(log_dir=str(folder), filename_suffix=".eval")
+        try:
+            writer.add_image(tag, rgb, global_step=step, dataformats="HWC")
+        finally:
+            writer.close()
+        for event_file in folder.iterdir():
+            event_file.replace(run_dir / event_file.name)
     finally:
-        writer.close()
+        shutil.rmtree(folder, ignore_errors=True)
 
 
 # ---- many runs -----------------------------------------------------------------------------------------
@@ -516,6 +617,8 @@ def evaluate_runs(paths: Sequence[Path], options: EvalOptions, write: bool = Tru
                 result = evaluate_run(run_dir, options, cache)
                 if write:
                     write_outputs(result)
+        except NotWritten:
+            raise  # a full disk: the next runs' results would find no room either; the same command later
         except CnnbenchError as exc:
             failures.append((run_dir, str(exc)))
             continue
@@ -548,6 +651,7 @@ def eval_table(results: Sequence[EvalResult], options: EvalOptions):
     from rich.table import Table
 
     what = f"split {options.split}, weights {options.weights}, TTA {options.tta}, {results[0].precision}"
+    what += ", compiled" if results[0].compiled else ""
     datasets = sorted({r.data for r in results})
     if options.data:
         what += ", data " + " ".join(f"{k}={_value_text(v)}" for k, v in options.data.items())

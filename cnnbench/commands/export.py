@@ -21,6 +21,7 @@ never overwritten without ``force``. Nothing the training wrote is changed.
 from __future__ import annotations
 
 import json
+import os
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -30,6 +31,7 @@ import torch
 
 from cnnbench.commands.evaluate import input_shape
 from cnnbench.errors import CnnbenchError
+from cnnbench.runs.files import discard, os_error_of, write_error
 from cnnbench.runs.lock import holding
 from cnnbench.runs.weights import check_weights_name, chosen_weights
 
@@ -188,14 +190,9 @@ def _export(run_dir: Path, fmt: str, weights: str, path: Path, choice: Any) -> E
         "data": str(cfg.data.name),
         "run_dir": str(run_dir),
     }
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    try:
-        _write(fmt, wrapped, trained.model, example, tmp)
-        tmp.replace(path)
-    finally:
-        tmp.unlink(missing_ok=True)
-    _sidecar(path).write_text(json.dumps(meta, indent=2) + "\n", encoding="utf-8")
+    _write_both(
+        path, json.dumps(meta, indent=2) + "\n", lambda tmp: _write(fmt, wrapped, trained.model, example, tmp)
+    )
     return ExportResult(
         path=path,
         sidecar=_sidecar(path),
@@ -207,26 +204,62 @@ def _export(run_dir: Path, fmt: str, weights: str, path: Path, choice: Any) -> E
     )
 
 
+def _write_both(path: Path, sidecar: str, write_model: Any) -> None:
+    """The model and its sidecar, each under a temporary name first, then both renamed into place: a full
+    disk leaves neither half-written, and an earlier export (``--force``) as it was."""
+    side = _sidecar(path)
+    tmp_model = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp_side = side.with_name(f".{side.name}.{os.getpid()}.tmp")
+    target = path.parent
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        target = side
+        tmp_side.write_text(sidecar, encoding="utf-8")
+        target = path
+        try:
+            write_model(tmp_model)
+        except RuntimeError as exc:  # torch.jit.save/torch.save report a failed write as their own error
+            cause = os_error_of(exc)
+            if cause is None:
+                raise
+            raise cause from None
+        os.replace(tmp_model, path)
+        os.replace(tmp_side, side)
+    except OSError as exc:
+        raise write_error(
+            target,
+            exc,
+            "Nothing was exported; no file was left half-written.",
+            "Pass --out with a file in a folder this user can write into (or make that folder writable).",
+        ) from None
+    finally:
+        discard(tmp_model)
+        discard(tmp_side)
+
+
 def _write(
     fmt: str, wrapped: torch.nn.Module, bare: torch.nn.Module, example: torch.Tensor, path: Path
 ) -> None:
     with warnings.catch_warnings():
         # torch.jit and the TorchScript-based ONNX exporter warn that they are deprecated; they still work.
         warnings.simplefilter("ignore", (FutureWarning, DeprecationWarning))
-        if fmt == "torchscript":
-            with torch.no_grad():
-                traced = torch.jit.trace(wrapped, example)
-            torch.jit.save(traced, str(path))
-        elif fmt == "onnx":
-            with torch.no_grad():
-                torch.onnx.export(
-                    wrapped,
-                    (example,),
-                    str(path),
-                    input_names=["images"],
-                    output_names=["logits"],
-                    dynamic_axes={"images": {0: "batch"}, "logits": {0: "batch"}},
-                    dynamo=False,
-                )
-        else:
-            torch.save({k: v.detach().cpu().clone() for k, v in bare.state_dict().items()}, path)
+        # Through a Python file: torch's own file writers report a failed write (a full disk) without
+        # its errno; a Python file raises the OSError itself.
+        with open(path, "wb") as f:
+            if fmt == "torchscript":
+                with torch.no_grad():
+                    traced = torch.jit.trace(wrapped, example)
+                torch.jit.save(traced, f)
+            elif fmt == "onnx":
+                with torch.no_grad():
+                    torch.onnx.export(
+                        wrapped,
+                        (example,),
+                        f,
+                        input_names=["images"],
+                        output_names=["logits"],
+                        dynamic_axes={"images": {0: "batch"}, "logits": {0: "batch"}},
+                        dynamo=False,
+                    )
+            else:
+                torch.save({k: v.detach().cpu().clone() for k, v in bare.state_dict().items()}, f)

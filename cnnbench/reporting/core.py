@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import os
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from cnnbench.errors import CnnbenchError
 from cnnbench.reporting.runs import Run, find_run_dirs, load_run
 from cnnbench.reporting.summary import Row, build_rows, duplicate_seed_warnings
+from cnnbench.runs.files import discard, write_error
 
 
 @dataclass
@@ -78,7 +80,7 @@ def make_report(paths: list[Path], out: Path | None = None) -> ReportResult:
     Raises ``CnnbenchError`` when no run folder is found or ``out`` cannot be written.
     """
     from cnnbench.reporting.diagnostics import diagnostics_markdown
-    from cnnbench.reporting.plot import plot_report
+    from cnnbench.reporting.plot import report_figure
     from cnnbench.reporting.tables import markdown, write_csv
 
     paths = [Path(p) for p in paths]
@@ -94,17 +96,42 @@ def make_report(paths: list[Path], out: Path | None = None) -> ReportResult:
     out = Path(out) if out is not None else _default_out(paths)
     _prepare_out(out)
     png, md, csv_path = out / "report.png", out / "report.md", out / "report.csv"
-    try:
-        plot_report(rows, png, warnings)
-        # Figures that `cnnbench analyze` / `landscape` already wrote here or in the runs are linked.
-        figures = diagnostics_markdown([out, *paths, *(run.path for run in runs)], out)
-        md.write_text(markdown(rows, paths, png.name, warnings) + figures, encoding="utf-8")
-        write_csv(rows, csv_path)
-    except PermissionError as exc:
-        raise CnnbenchError(
-            f"Cannot write the report into {out} ({exc.strerror}). Pass --out with a writable folder."
-        ) from exc
+    # Figures that `cnnbench analyze` / `landscape` already wrote here or in the runs are linked.
+    figures = diagnostics_markdown([out, *paths, *(run.path for run in runs)], out)
+    figure = report_figure(rows, warnings)  # before the table: it may add warnings the table shows
+    text = markdown(rows, paths, png.name, warnings) + figures
+    _write_all(
+        out,
+        [
+            (csv_path, lambda tmp: write_csv(rows, tmp)),
+            (md, lambda tmp: tmp.write_text(text, encoding="utf-8")),
+            (png, lambda tmp: figure.savefig(tmp, format="png")),
+        ],
+    )
     return ReportResult(out=out, png=png, md=md, csv=csv_path, rows=rows, runs=runs, warnings=warnings)
+
+
+def _write_all(out: Path, files: list[tuple[Path, Callable[[Path], object]]]) -> None:
+    """Each file under a temporary name first, then all renamed into place: a full disk leaves no file
+    half-written and an earlier report whole. A file that cannot be written is the one-paragraph error:
+    ``NotWritten`` (exit 75) when there is no room, exit 2 when the folder is not writable."""
+    temporary = [(path, path.with_name(f".{path.name}.{os.getpid()}.tmp")) for path, _ in files]
+    try:
+        for (path, write), (_, tmp) in zip(files, temporary, strict=True):
+            try:
+                write(tmp)
+            except OSError as exc:
+                raise write_error(
+                    path,
+                    exc,
+                    "No report file was written (an earlier report there is as it was).",
+                    "Pass --out with a writable folder.",
+                ) from None
+        for path, tmp in temporary:
+            os.replace(tmp, path)
+    finally:
+        for _, tmp in temporary:
+            discard(tmp)
 
 
 def print_report(result: ReportResult, console=None) -> None:
