@@ -55,6 +55,9 @@ def test_run_bench_json_has_sane_numbers(capsys, monkeypatch, tmp_path):
     assert printed["peak_memory_kind"] == ("cuda_max_allocated" if torch.cuda.is_available() else "rss")
     assert len(printed["samples"]["train_step_ms"]) == 2 and len(printed["samples"]["baseline_step_ms"]) == 2
     assert math.isclose(printed["speedup"], printed["baseline_step_ms"] / printed["train_step_ms"])
+    # The minimal hand-written loop, timed in the same rounds: cnnbench's speed as a fraction of it.
+    assert len(printed["samples"]["minimal_step_ms"]) == 2 and printed["minimal_train_img_per_s"] > 0
+    assert math.isclose(printed["vs_minimal"], printed["minimal_step_ms"] / printed["train_step_ms"])
     assert not (tmp_path / "outputs").exists()  # a benchmark writes no run folder
 
 
@@ -65,7 +68,7 @@ def test_run_bench_table_without_baseline(capsys, monkeypatch, tmp_path):
     out = capsys.readouterr().out
     assert result["repeats"] == 1 and result["iters"] >= 3
     assert result["speedup"] is None and result["baseline_train_img_per_s"] is None
-    for text in ("train img/s", "pure model step", "loop overhead", "eval img/s", "peak RSS"):
+    for text in ("train img/s", "pure model step", "minimal loop", "loop overhead", "eval img/s", "peak RSS"):
         assert text in out or "CUDA" in out, text
     assert "baseline" not in out and not (tmp_path / "outputs").exists()
 

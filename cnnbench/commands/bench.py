@@ -15,13 +15,17 @@ What is measured, for the composed config (model, depth, batch size, precision, 
   read before the baseline is built;
 - ``other_cpu_pct``: CPU time other processes used during the train/pure windows (% of one core,
   Linux), to tell a slow machine from a busy one;
+- ``minimal``: the yardstick, ``cnnbench/commands/minimal_loop.py``: the short loop a skilled user writes
+  (its own model definition, data resident on the device, crop and flip on the batch, the same precision
+  and layout, the optimizer's fastest implementation), for plain and ResNet nets; ``vs_minimal`` =
+  minimal step time / train step time (1.0: as fast as that loop);
 - ``baseline``: ``cnnbench/commands/baseline.py`` (PIL + per-sample torchvision transforms + DataLoader
   workers + fp32 NCHW + plain SGD) on the same architecture (same initial weights), the same uint8
   images and the same batch size; ``speedup`` = train img/s / baseline img/s.
 
-Warm-up iterations are excluded. The windows are interleaved (train and pure in alternating order,
-input, eval, baseline; ``repeats`` times) so that load from other processes hits every measurement
-alike, and each figure is the median over the repeats. Without ``iters`` / ``eval_images`` each
+Warm-up iterations are excluded. The windows are interleaved (train, pure and minimal loop in a
+rotating order, input, eval, baseline; ``repeats`` times) so that load from other processes hits every
+measurement alike, and each figure is the median over the repeats. Without ``iters`` / ``eval_images`` each
 window lasts about ``window`` seconds, sized from the warm-up. Nothing is written to disk.
 
 Bench options ride along with the Hydra overrides: ``bench.iters=N`` (also ``+bench.iters=N``),
@@ -54,6 +58,11 @@ DEFAULT_WINDOW = 2.0  # seconds per timed window when iters / eval_images are no
 MIN_AUTO_ITERS, MAX_AUTO_ITERS = 3, 1000
 MIN_INPUT_ITERS = 50  # the input pipeline alone is cheap: time more batches of it
 BUSY_PCT = 20.0  # other processes' CPU use (% of a core) above which the table warns
+WINDOW_NAMES = {
+    "train_step_ms": "training loop",
+    "pure_step_ms": "pure model step",
+    "minimal_step_ms": "minimal loop",
+}
 
 # The keys of the JSON output (`cnnbench bench --json`), documented in docs/performance.md.
 RESULT_KEYS = (
@@ -93,6 +102,9 @@ RESULT_KEYS = (
     "peak_memory_mb",
     "peak_memory_kind",
     "other_cpu_pct",
+    "minimal_train_img_per_s",
+    "minimal_step_ms",
+    "vs_minimal",
     "baseline_train_img_per_s",
     "baseline_step_ms",
     "speedup",
@@ -254,6 +266,7 @@ def measure(
         step.gradflow.measure().tolist()  # as the loop does it: measured, then read at a logging point
 
     test_images, test_labels = parts.data.eval_sets["test"]
+    minimal = _build_minimal(cfg, parts)
 
     with parts.compile_fallback():
         # Warm-up (excluded): allocator, oneDNN/cuDNN algorithm choice, torch.compile.
@@ -261,6 +274,8 @@ def measure(
         step_times = [_timed(train_step, 1, device) for _ in range(warmup)]
         for _ in range(warmup):
             pure_step()
+            if minimal is not None:
+                minimal.step()
         _timed(input_step, 2, device)
         first = min(eval_batch_size, len(test_labels))
         eval_warm = [
@@ -295,13 +310,17 @@ def measure(
         load = OtherLoad()  # measured over the train and pure windows, where only this process runs
         if baseline is not None:
             samples["baseline_step_ms"] = []
+        if minimal is not None:
+            samples["minimal_step_ms"] = []
         for r in range(repeats):
             tag = f"repeat {r + 1}/{repeats}, {n_iters} iterations"
-            # Loop and pure step take turns going first, so neither always follows the baseline.
-            pair = [("train_step_ms", train_step), ("pure_step_ms", pure_step)]
+            # The loop, the pure step and the minimal loop take turns going first (the order rotates), so
+            # none always follows the same neighbour.
+            timed = [("train_step_ms", train_step), ("pure_step_ms", pure_step)]
+            timed += [("minimal_step_ms", minimal.step)] if minimal is not None else []
             load.start()
-            for key, fn in pair if r % 2 == 0 else pair[::-1]:
-                status(f"{'training loop' if key == 'train_step_ms' else 'pure model step'} ({tag})")
+            for key, fn in timed[r % len(timed) :] + timed[: r % len(timed)]:
+                status(f"{WINDOW_NAMES[key]} ({tag})")
                 samples[key].append(1e3 * _timed(fn, n_iters, device) / n_iters)
             other = load.stop()
             if other is not None:
@@ -370,11 +389,21 @@ def measure(
         "peak_memory_mb": memory_mb,
         "peak_memory_kind": memory_kind,
         "other_cpu_pct": load.percent(),
+        "minimal_train_img_per_s": None,
+        "minimal_step_ms": None,
+        "vs_minimal": None,
         "baseline_train_img_per_s": None,
         "baseline_step_ms": None,
         "speedup": None,
         "samples": samples,
     }
+    if minimal is not None:
+        minimal_ms = _median(samples["minimal_step_ms"])
+        result.update(
+            minimal_train_img_per_s=batch_size / (minimal_ms / 1e3),
+            minimal_step_ms=minimal_ms,
+            vs_minimal=minimal_ms / train_ms,
+        )
     if baseline is not None:
         base_ms = _median(samples["baseline_step_ms"])
         result.update(
@@ -394,6 +423,33 @@ def train_step_gflop(model: torch.nn.Module, parts) -> float:
     with FlopCounterMode(display=False) as counter:
         clone(images.float()).float().logsumexp(1).sum().backward()
     return counter.get_total_flops() / 1e9
+
+
+def _build_minimal(cfg, parts):
+    """The minimal loop on the run's own training images, batch, precision and layout (None for the
+    families it does not write out, or under torchrun)."""
+    from cnnbench.commands.minimal_loop import FAMILIES, MinimalLoop
+
+    options = {k: v for k, v in cfg.model.items() if k not in ("name", "default_depth")}
+    plain_options = options.get("block", "basic") == "basic" and options.get("shortcut", "A") == "A"
+    if cfg.model.name not in FAMILIES or not plain_options or parts.dist.world_size > 1:
+        return None
+    opt = cfg.optimizer
+    return MinimalLoop(
+        parts.data.train_images,
+        parts.data.train_labels,
+        model=str(cfg.model.name),
+        depth=int(cfg.depth),
+        batch_size=parts.batch_size,
+        precision=parts.precision,
+        channels_last=parts.memory_format == torch.channels_last,
+        lr=float(opt.lr),
+        momentum=float(opt.get("momentum", 0.9)),
+        weight_decay=float(opt.get("weight_decay", 1e-4)),
+        padding=int(cfg.augment.get("padding", 4) or 0),
+        seed=int(cfg.seed),
+        compile_mode=parts.fast_path.compile_mode if parts.compiled else None,
+    )
 
 
 def _build_baseline(module, cfg, parts, model):
@@ -458,6 +514,13 @@ def results_table(result: dict[str, Any]):
         f"{result['baseline_step_ms']:.1f}{_spread(s['baseline_step_ms'], '.1f')}" if has_base else "",
     )
     row("pure model step (ms)", f"{result['pure_step_ms']:.1f}{_spread(s['pure_step_ms'], '.1f')}")
+    if result["vs_minimal"] is not None:
+        row(
+            "minimal loop step (ms)",
+            f"{result['minimal_step_ms']:.1f}{_spread(s['minimal_step_ms'], '.1f')}",
+        )
+        ratios = [m / t for m, t in zip(s["minimal_step_ms"], s["train_step_ms"], strict=True)]
+        row("speed vs the minimal loop", f"{result['vs_minimal']:.3f}x{_spread(ratios, '.3f')}")
     row("loop overhead", f"{result['loop_overhead_pct']:+.1f}%")
     row("input pipeline (ms/step)", f"{result['input_ms']:.2f} ({result['input_overhead_pct']:.1f}%)")
     every = result["log_grad_every"]
@@ -499,6 +562,11 @@ def _caption(result: dict[str, Any]) -> str:
         )
         if other > BUSY_PCT:
             text += " [yellow]The machine was busy: rerun when it is idle to trust these numbers.[/yellow]"
+    if result["vs_minimal"] is not None:
+        text += (
+            f"\nSpeed vs the minimal hand-written loop (its step time / cnnbench's, same precision and "
+            f"layout): [bold]{result['vs_minimal']:.3f}x[/bold]"
+        )
     if result["speedup"] is not None:
         text += f"\nSpeed-up over the baseline (train img/s): [bold]{result['speedup']:.2f}x[/bold]"
     return text
