@@ -221,14 +221,17 @@ def _launch(args: list[str]) -> tuple[int, dict[str, Path]]:
         except SystemExit as stop:  # a run stopped by a signal (Ctrl-C in a cell): marked interrupted
             code = stop.code if isinstance(stop.code, int) else 1
     where = dict(app.last_launch)
-    if errors and not _stopped_run(where):
+    if errors and not _stopped_run(code, where):
         raise CnnbenchError("\n".join(errors), exit_code=code or 2)
     return code, where
 
 
-def _stopped_run(where: dict[str, Path]) -> bool:
+def _stopped_run(code: int, where: dict[str, Path]) -> bool:
+    """A run a signal stopped (exit 128 + n) and marked interrupted: returned, not raised. A refusal of a
+    folder whose metrics say interrupted (say, another process holds it) is still raised."""
     run_dir = where.get("run_dir")
-    return run_dir is not None and (read_metrics(run_dir) or {}).get("status") == "interrupted"
+    stopped = code > 128 and run_dir is not None
+    return stopped and (read_metrics(run_dir) or {}).get("status") == "interrupted"
 
 
 def train(*overrides: str, run_dir: str | Path | None = None, **options: Any) -> Run:

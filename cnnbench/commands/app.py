@@ -169,9 +169,13 @@ def _discard_unstarted(run_dir: Path) -> None:
     import logging
     import shutil
 
+    from cnnbench.runs.lock import HELD, probe
+
     existing = _new_run_folder.get("existing_parent")
     run_dir = run_dir.resolve()
     if existing is None or existing not in run_dir.parents or holds_run(run_dir):
+        return
+    if probe(run_dir).state == HELD:  # another process won the race into the same new folder: its own
         return
     for handler in logging.getLogger().handlers[:]:  # train.log: closed before its folder goes
         if isinstance(handler, logging.FileHandler) and Path(handler.baseFilename).parent == run_dir:
