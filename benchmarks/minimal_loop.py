@@ -88,8 +88,8 @@ def main() -> None:
         low, high = r["vs_minimal_range"]
         print(
             f"| ResNet-{r['depth']} | {r['setting']} | {r['precision']} / {layout} "
-            f"| {r['train_step_ms']:.1f} | {r['minimal_step_ms']:.1f} | {r['vs_minimal']:.3f}x ({low:.3f}-{high:.3f}) | "
-            f"{r['other_cpu_pct'] or 0:.0f}% |"
+            f"| {r['train_step_ms']:.1f} | {r['minimal_step_ms']:.1f} "
+            f"| {r['vs_minimal']:.3f}x ({low:.3f}-{high:.3f}) | {r['other_cpu_pct'] or 0:.0f}% |"
         )
 
 
