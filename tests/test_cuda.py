@@ -19,6 +19,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from conftest import CUBLAS_DETERMINISTIC
 from test_resume import ITERS, assert_same_run, checkpoint_of, metrics_of
 
 from cnnbench.commands.bench import compose_config
@@ -55,7 +56,7 @@ def deterministic(monkeypatch):
     """Bitwise-repeatable CUDA kernels within this process: cuDNN's deterministic algorithms and cuBLAS's
     fixed workspace (which tests/conftest.py sets before CUDA starts: cuBLAS reads it only then);
     warn_only: a kernel without a deterministic version warns instead of failing."""
-    assert os.environ.get("CUBLAS_WORKSPACE_CONFIG") in (":4096:8", ":16:8")
+    assert os.environ.get("CUBLAS_WORKSPACE_CONFIG") in CUBLAS_DETERMINISTIC
     monkeypatch.setattr(torch.backends.cudnn, "deterministic", True)
     torch.use_deterministic_algorithms(True, warn_only=True)
     yield
