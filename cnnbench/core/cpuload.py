@@ -6,6 +6,16 @@ import os
 import time
 from pathlib import Path
 
+# Other processes' CPU use (% of one core) above which a timing is not trusted: the fast-path probe's
+# answer is then not final, the run's steady-state check blames the load, `cnnbench bench` warns. On two
+# cores a third of a core taken by another job (34% measured) made the probe's channels-last rounds 2x
+# slower: PyTorch's two OpenMP threads wait for each other at every operator, and one descheduled thread
+# stalls both. 20% sits under that with room, and over the 1-4% an idle shared machine shows.
+BUSY_PCT = 20.0
+# A shorter window says nothing: /proc/stat counts in clock ticks (10 ms), so one tick of another process
+# in a 0.1 s window reads as 10% of a core.
+MIN_WINDOW_S = 1.0
+
 
 class OtherLoad:
     """CPU time other processes used while we timed (Linux: /proc/stat minus this process's CPU time).
@@ -44,3 +54,9 @@ class OtherLoad:
 
     def percent(self) -> float | None:
         return 100.0 * self.other / self.wall if self.available and self.wall > 0 else None
+
+    def busy(self) -> bool:
+        """Whether other processes used more than ``BUSY_PCT`` over the windows so far (at least
+        ``MIN_WINDOW_S`` of them: shorter ones cannot tell); False off Linux, where nothing is known."""
+        percent = self.percent()
+        return percent is not None and self.wall >= MIN_WINDOW_S and percent > BUSY_PCT

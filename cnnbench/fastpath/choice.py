@@ -1,16 +1,21 @@
 """The fast path's decisions, pure and unit-tested with made-up timings: the candidates' names, which
-is fastest within a tolerance, whether compiling pays, and the ways of running the update on CUDA."""
+is fastest within a tolerance, whether a probe's rounds are too noisy to trust, whether compiling pays,
+and the ways of running the update on CUDA."""
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import statistics
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import torch
 
 CACHE_FILE = "fastpath.json"  # in the cache folder (per machine) and in a sweep folder (per sweep)
-PROBE_VERSION = 1
+# 2: answers record their rounds, spread and load, and a noisy one is provisional. Version 1's answers
+# recorded neither, and one measured beside a third of a core of other work was cached as final: every
+# machine measures once more.
+PROBE_VERSION = 2
 # Among candidates within this fraction of the fastest, prefer the more accurate / default one:
 # fp32 over bf16 over fp16, channels-last over NCHW.
 TIE_TOLERANCE = 0.03
@@ -18,9 +23,20 @@ TIE_TOLERANCE = 0.03
 COMPILE_MIN_GAIN = 0.03
 PRECISION_ORDER = ("fp32", "bf16", "fp16")
 PROBE_BATCH, PROBE_DEPTH = 128, 20
-# Other processes' CPU use (% of one core) above which a probe's answer is not cached.
-BUSY_PCT = 50.0
 PROBE_BUDGET_S = 12.0  # seconds the precision/layout probe may take, once per machine
+# A noisy probe is measured again, in shorter tries (the rounds, not the warm-up, are what is shortened),
+# at most PROBE_TRIES in all and none started after PROBE_TOTAL_S: a busy machine gets a provisional answer
+# in bounded time, never a start that waits for the machine to become idle.
+PROBE_TRIES = 3
+# Steps per round: a CPU step of the reference workload takes 0.1-0.4 s; a GPU step a few ms, and a round
+# of two would be too short for its rounds to agree within SPREAD_MAX_PCT (unmeasured: no GPU run yet).
+PROBE_STEPS = {"cpu": 2, "cuda": 20}
+PROBE_RETRY_BUDGET_S = 6.0
+PROBE_TOTAL_S = 30.0
+# A candidate's two fastest rounds must agree within this (% of the fastest). On an idle machine they agree
+# within a few % (docs/performance.md); a window that other work disturbs is 1.3x to 100x slower. Two rounds
+# that agree confirm the fastest: other processes only ever slow a round, never speed one up.
+SPREAD_MAX_PCT = 10.0
 
 # Compile modes. The CPU's was measured there (docs/performance.md). On CUDA, Inductor's default mode:
 # max-autotune spends minutes autotuning every new graph, which a run of a small net on a fast GPU
@@ -42,6 +58,9 @@ class FastPath:
     compile: bool
     chosen_by: str = "config"  # config | probe | cache | sweep | recorded | rule
     timings_ms: dict[str, float] = field(default_factory=dict)
+    # The probe answer behind a probe/cache choice: when it was measured, whether it is provisional, the
+    # other processes' load and the rounds' spread (what the run's steady-state check compares against).
+    probe_record: dict[str, Any] = field(default_factory=dict)
     # The update as one captured CUDA graph, and the optimizer's fused implementation (records written
     # before these existed read as False: what those runs did).
     cuda_graphs: bool = False
@@ -79,6 +98,43 @@ def choose(timings_ms: Mapping[str, float], tolerance: float = TIE_TOLERANCE) ->
         return PRECISION_ORDER.index(precision), 0 if channels_last else 1
 
     return min(near, key=preference)
+
+
+def round_stats(samples: Sequence[float]) -> dict[str, Any]:
+    """One candidate's rounds (ms per step): the fastest (what decides), the median, the spread (the second
+    fastest over the fastest, in %; None for a single round) and the number of rounds."""
+    ordered = sorted(samples)
+    spread = 100.0 * (ordered[1] / ordered[0] - 1) if len(ordered) > 1 and ordered[0] > 0 else None
+    return {
+        "fastest_ms": ordered[0],
+        "median_ms": statistics.median(ordered),
+        "spread_pct": spread,
+        "rounds": len(ordered),
+    }
+
+
+def largest_spread(stats: Mapping[str, Mapping[str, Any]]) -> tuple[str, float] | None:
+    """The candidate whose two fastest rounds differ most, and by how much (%); None if none had two."""
+    spreads = [(name, s["spread_pct"]) for name, s in stats.items() if s.get("spread_pct") is not None]
+    return max(spreads, key=lambda item: item[1]) if spreads else None
+
+
+def noise_reasons(
+    stats: Mapping[str, Mapping[str, Any]],
+    load_pct: float | None,
+    busy: bool,
+    spread_max_pct: float = SPREAD_MAX_PCT,
+) -> list[str]:
+    """Why a probe's timings cannot be trusted (empty: they can): other processes' load over the threshold
+    (``busy``, judged by ``cpuload.OtherLoad``), or a candidate whose two fastest rounds disagree.
+
+    A single round (a machine too slow for two in the budget) has no spread: only the load judges it.
+    """
+    reasons = [f"other processes used {load_pct:.0f}% of a core"] if busy and load_pct is not None else []
+    for name, s in sorted(stats.items()):
+        if s.get("spread_pct") is not None and s["spread_pct"] > spread_max_pct:
+            reasons.append(f"{name}'s two fastest rounds differ by {s['spread_pct']:.0f}%")
+    return reasons
 
 
 def choose_compile(eager_ms: float, compiled_ms: float, min_gain: float = COMPILE_MIN_GAIN) -> bool:

@@ -20,20 +20,27 @@ import torch
 from cnnbench.core.cache import cache_dir, locked
 from cnnbench.core.cache import read_json as _read
 from cnnbench.core.cache import write_json as _write
-from cnnbench.core.cpuload import OtherLoad
+from cnnbench.core.cpuload import BUSY_PCT, OtherLoad
 from cnnbench.core.device import autocast
 from cnnbench.fastpath.choice import (
-    BUSY_PCT,
     CACHE_FILE,
     CPU_COMPILE_MODE,
     PROBE_BATCH,
     PROBE_BUDGET_S,
     PROBE_DEPTH,
+    PROBE_RETRY_BUDGET_S,
+    PROBE_STEPS,
+    PROBE_TOTAL_S,
+    PROBE_TRIES,
     PROBE_VERSION,
+    SPREAD_MAX_PCT,
     candidate_name,
     choose,
     choose_compile,
+    largest_spread,
+    noise_reasons,
     parse_candidate,
+    round_stats,
 )
 
 log = logging.getLogger("cnnbench")
@@ -140,26 +147,34 @@ def candidates(device: torch.device) -> list[str]:
     return [candidate_name(p, cl) for p in precisions for cl in (True, False)]
 
 
-def measure(device: torch.device, budget_s: float = PROBE_BUDGET_S, steps: int = 2) -> dict[str, float]:
-    """The fastest ms per model update of each candidate over interleaved rounds (the order rotates).
+def measure(
+    device: torch.device,
+    budget_s: float = PROBE_BUDGET_S,
+    steps: int = 2,
+    rounds: dict[str, list[float]] | None = None,
+) -> dict[str, float]:
+    """The fastest ms per model update of each candidate over interleaved rounds (the order rotates);
+    ``rounds``, when given, receives every round's ms per update of each candidate.
 
     Two warm-up steps each (oneDNN/cuDNN pick their kernels there), then as many rounds (1 to 5) as fit
     in ``budget_s`` seconds: a slow machine gets fewer rounds, never a longer probe. The minimum, not
-    the median: other processes only ever make a window slower, so the fastest is the best estimate.
+    the median: other processes only ever make a window slower, so the fastest is the best estimate;
+    whether the rounds agree enough to trust it is ``probe``'s question (``choice.noise_reasons``).
     """
     start = time.perf_counter()
     names = candidates(device)
     workloads = {name: _workload(device, *parse_candidate(name)) for name in names}
     for step in workloads.values():
         step()
-    return fastest_in_rounds(workloads, device, steps, budget_s - (time.perf_counter() - start))
+    left = budget_s - (time.perf_counter() - start)
+    return fastest_in_rounds(workloads, device, steps, left, rounds=rounds)
 
 
-def fastest_in_rounds(
+def timed_rounds(
     workloads: dict[str, Callable[[], object]], device: torch.device, steps: int, budget_s: float
-) -> dict[str, float]:
-    """The fastest ms per step of each (warmed-up) workload over interleaved rounds of ``steps`` steps,
-    the order rotating each round: as many rounds (1 to 5) as fit in ``budget_s`` seconds."""
+) -> dict[str, list[float]]:
+    """Every round's ms per step of each (warmed-up) workload: interleaved rounds of ``steps`` steps, the
+    order rotating each round, as many rounds (1 to 5) as fit in ``budget_s`` seconds."""
     order = list(workloads)
     started = time.perf_counter()
     estimate = {name: _time(workloads[name], device, 1) for name in order}
@@ -169,6 +184,21 @@ def fastest_in_rounds(
     for r in range(rounds):
         for name in order[r % len(order) :] + order[: r % len(order)]:
             samples[name].append(_time(workloads[name], device, steps))
+    return samples
+
+
+def fastest_in_rounds(
+    workloads: dict[str, Callable[[], object]],
+    device: torch.device,
+    steps: int,
+    budget_s: float,
+    rounds: dict[str, list[float]] | None = None,
+) -> dict[str, float]:
+    """The fastest ms per step of each workload over ``timed_rounds``; ``rounds``, when given, keeps every
+    round's sample (the spread the probe judges and caches)."""
+    samples = timed_rounds(workloads, device, steps, budget_s)
+    if rounds is not None:
+        rounds.update(samples)
     return {name: min(values) for name, values in samples.items()}
 
 
@@ -209,53 +239,151 @@ def matmul_peak_gflops(device: torch.device, precision: str, size: int = 2048, r
 
 # ----- the probe and its cache ----------------------------------------------------------------------
 def probe(device: torch.device, reprobe: bool = False, announce: bool = True) -> dict[str, Any]:
-    """This machine's measured timings and choice (cached; ``reprobe``: measure again)."""
+    """This machine's measured timings and choice (cached; ``reprobe``: measure again).
+
+    A cached answer is measured again when it is provisional (its probe was noisy) and the machine is idle
+    now, or when it is marked stale (``mark_stale``). Otherwise it is final and every later run uses it.
+    """
     key = machine_key(device)
     path = cache_dir() / CACHE_FILE
     with locked(path):
         cache = _read(path)
         entry = (cache.get("entries") or {}).get(_key_string(key))
-        # A measurement taken on a busy machine is kept until the machine is found idle at a later start.
-        if entry and not reprobe and not (entry.get("busy") and _machine_idle()):
+        if entry and not reprobe and not _measure_again(entry):
+            if entry.get("provisional"):
+                log.warning(provisional_message(entry))
             return {**entry, "cached": True}
         if announce:
             log.info("Measuring the fastest settings for this machine (once; cached in %s)...", path)
-        start = time.perf_counter()
-        load = OtherLoad()
-        load.start()
-        timings = measure(device)
-        other = load.stop()
-        choice = choose(timings)
-        entry = {
-            "machine": key,
-            "timings_ms": timings,
-            "choice": choice,
-            "probe_seconds": round(time.perf_counter() - start, 2),
-            "other_cpu_pct": other,
-            "measured_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        }
-        # (Windows shorter than a second say nothing: a real probe takes seconds.)
-        if other is not None and other > BUSY_PCT and entry["probe_seconds"] >= 1.0:
-            # Timings taken beside other jobs can rank the candidates wrongly: keep the answer, marked,
-            # and measure again at the first start that finds the machine idle.
-            log.warning(
-                "Other processes used %.0f%% of a core while the fast path was measured: using %s, and "
-                "measuring again once the machine is idle (or run `cnnbench bench --probe` then).",
-                other,
-                choice,
-            )
-            entry["busy"] = True
+        entry = {"machine": key, **measure_until_clean(device)}
+        if entry["provisional"]:
+            log.warning(provisional_message(entry))
         cache.setdefault("entries", {})[_key_string(key)] = entry
         _write(path, cache)
         return {**entry, "cached": False}
 
 
+def measure_until_clean(device: torch.device) -> dict[str, Any]:
+    """``measure`` until a try is clean (``choice.noise_reasons``), at most ``PROBE_TRIES`` tries started
+    within ``PROBE_TOTAL_S``: the answer, each try's load and spread, and whether it is provisional.
+
+    A clean try answers alone (final). When every try is noisy the answer is each candidate's fastest over
+    all of them (other processes only slow a round), marked provisional.
+    """
+    started = time.perf_counter()
+    tries: list[dict[str, Any]] = []
+    pooled: dict[str, list[float]] = {}
+    rounds: dict[str, list[float]] = {}
+    reasons: list[str] = []
+    for attempt in range(PROBE_TRIES):
+        budget = PROBE_BUDGET_S if attempt == 0 else PROBE_RETRY_BUDGET_S
+        if attempt and time.perf_counter() - started + budget > PROBE_TOTAL_S:
+            break
+        if attempt:
+            log.info("The fast-path measurement was disturbed (%s); measuring again.", "; ".join(reasons))
+        began = time.perf_counter()
+        load = OtherLoad()
+        load.start()
+        rounds = {}
+        timings = measure(device, budget_s=budget, steps=PROBE_STEPS.get(device.type, 2), rounds=rounds)
+        load.stop()
+        rounds = rounds or {name: [ms] for name, ms in timings.items()}  # a measurement that kept none
+        stats = {name: round_stats(values) for name, values in rounds.items()}
+        reasons = noise_reasons(stats, load.percent(), load.busy())
+        widest = largest_spread(stats)
+        tries.append(
+            {
+                "other_cpu_pct": _rounded(load.percent()),
+                "spread_pct": _rounded(widest[1] if widest else None),
+                "seconds": round(time.perf_counter() - began, 2),
+                "noisy": reasons,
+            }
+        )
+        for name, values in rounds.items():
+            pooled.setdefault(name, []).extend(values)
+        if not reasons:
+            break
+    answer = pooled if reasons else rounds
+    stats = {name: _rounded_stats(round_stats(values)) for name, values in answer.items()}
+    timings = {name: s["fastest_ms"] for name, s in stats.items()}
+    return {
+        "timings_ms": timings,
+        "choice": choose(timings),
+        "provisional": bool(reasons),
+        "stats": stats,
+        "rounds_ms": {name: [round(ms, 3) for ms in values] for name, values in answer.items()},
+        # the last try's: what the machine looked like when the answer was settled (or given up on)
+        "other_cpu_pct": tries[-1]["other_cpu_pct"],
+        "spread_pct": tries[-1]["spread_pct"],
+        "tries": tries,
+        "thresholds": {"busy_pct": BUSY_PCT, "spread_pct": SPREAD_MAX_PCT},
+        "probe_seconds": round(time.perf_counter() - started, 2),
+        "measured_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+    }
+
+
+def _rounded(value: float | None, digits: int = 1) -> float | None:
+    return None if value is None else round(value, digits)
+
+
+def _rounded_stats(stats: dict[str, Any]) -> dict[str, Any]:
+    return {
+        **stats,
+        "fastest_ms": round(stats["fastest_ms"], 3),
+        "median_ms": round(stats["median_ms"], 3),
+        "spread_pct": _rounded(stats["spread_pct"]),
+    }
+
+
+def provisional_message(entry: Mapping[str, Any]) -> str:
+    """What a run using a provisional answer says at its start (train.log and the console)."""
+
+    def pct(value: float | None) -> str:
+        return "unknown" if value is None else f"{value:.0f}%"
+
+    tries = len(entry.get("tries") or []) or 1
+    load, spread = pct(entry.get("other_cpu_pct")), pct(entry.get("spread_pct"))
+    return (
+        f"Provisional fast-path choice {entry['choice']}: measured under load {load} of a core / spread "
+        f"{spread} between a candidate's two fastest rounds (trusted up to {BUSY_PCT:.0f}% / "
+        f"{SPREAD_MAX_PCT:.0f}%; {tries} {'try' if tries == 1 else 'tries'}); measuring again at the next "
+        "start that finds the machine idle (or run `cnnbench bench --probe`)."
+    )
+
+
+def _measure_again(entry: Mapping[str, Any]) -> bool:
+    """Whether a cached answer is measured again at this start: a stale one always, a provisional one (or
+    one of the earlier busy mark) when the machine is idle now; a final one never."""
+    if entry.get("stale"):
+        return True
+    if entry.get("provisional") or entry.get("busy"):
+        return _machine_idle()
+    return False
+
+
 def _machine_idle(seconds: float = 0.5) -> bool:
+    """Whether other processes use at most ``BUSY_PCT`` now. Half a second (50 clock ticks of /proc/stat:
+    BUSY_PCT is 10 of them) is what every start with a provisional answer waits for it."""
     load = OtherLoad()
     load.start()
     time.sleep(seconds)
     other = load.stop()
     return other is None or other <= BUSY_PCT
+
+
+def mark_stale(device: torch.device, measured_at: str, reason: str) -> bool:
+    """Mark this machine's cached answer measured at ``measured_at`` stale (the next start measures again);
+    False when the cache holds another answer by now (measured again meanwhile) or none."""
+    key = _key_string(machine_key(device))
+    path = cache_dir() / CACHE_FILE
+    with locked(path):
+        cache = _read(path)
+        entry = (cache.get("entries") or {}).get(key)
+        if not entry or entry.get("measured_at") != measured_at:
+            return False
+        entry["stale"] = {"reason": reason, "at": datetime.now(timezone.utc).isoformat(timespec="seconds")}
+        _write(path, cache)
+        return True
 
 
 def probe_compile(device: torch.device, precision: str, channels_last: bool) -> dict[str, Any]:

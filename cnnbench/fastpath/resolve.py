@@ -18,9 +18,11 @@ follow it. On the CPU both stay off unless asked for: the CPU default stays what
 
 The result is cached per machine (device name, the CPU flags that matter, thread count, torch version)
 in ``$CNNBENCH_CACHE`` (default ``~/.cache/cnnbench``), under a file lock so that parallel jobs probe
-once. A run records what it used (env.json, checkpoint, TensorBoard hparams); a resume reuses that
-record and never probes; the jobs of one sweep share the first job's choice (``fastpath.json`` in the
-sweep folder); an explicit setting always wins.
+once. A probe measured beside other work, or whose rounds disagree, is measured again a bounded number of
+times; if it stays noisy its answer is used provisionally and measured again at a later idle start
+(``probe.measure_until_clean``). A run records what it used (env.json, checkpoint, TensorBoard hparams);
+a resume reuses that record and never probes; the jobs of one sweep share the first job's choice
+(``fastpath.json`` in the sweep folder); an explicit setting always wins.
 """
 
 from __future__ import annotations
@@ -53,6 +55,10 @@ from cnnbench.fastpath.choice import (
 )
 from cnnbench.fastpath.cuda import probe_variants
 from cnnbench.fastpath.probe import probe, probe_compile
+
+# What a run records of the probe answer it used (env.json ``fast_path.probe_record``): when it was measured
+# (its cache entry, for the steady-state check), whether it was provisional, and the noise it was measured in.
+PROBE_RECORD_KEYS = ("measured_at", "provisional", "other_cpu_pct", "spread_pct")
 
 
 def _explicit(key: str, value: Any) -> bool | None:
@@ -231,6 +237,7 @@ def resolve(
         compile=compile_flag,
         chosen_by="config" if not probed else "cache" if result.get("cached") else "probe",
         timings_ms=dict(result["timings_ms"]),
+        probe_record={key: result[key] for key in PROBE_RECORD_KEYS if key in result},
         cuda_graphs=graphs,
         fused_optimizer=fused,
         compile_mode=mode,

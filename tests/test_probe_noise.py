@@ -1,0 +1,260 @@
+"""The fast-path probe under noise: scripted rounds and loads (the decision, the retries, provisional
+answers), and one real probe beside a process spinning on a core."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import time
+from pathlib import Path
+from types import SimpleNamespace
+
+import pytest
+import torch
+
+from cnnbench.core import cache, cpuload
+from cnnbench.fastpath import choice, probe
+from cnnbench.fastpath.resolve import resolve
+
+CPU = torch.device("cpu")
+AUTO = {"precision": "auto", "channels_last": "auto", "compile": "auto", "max_iters": 100}
+CL, NCHW = "bf16/channels_last", "bf16/nchw"
+
+
+class Load(cpuload.OtherLoad):
+    """``OtherLoad`` with a set reading: other processes at ``PCT`` % of a core over 10 s windows."""
+
+    PCT = 0.0
+
+    def start(self) -> None:
+        self.available = True
+
+    def stop(self) -> float:
+        self.other += self.PCT / 10.0
+        self.wall += 10.0
+        return self.PCT
+
+
+class Quiet(Load):
+    PCT = 1.0
+
+
+class Busy(Load):
+    PCT = 34.0  # a third of a core: under the earlier 50% threshold, over BUSY_PCT
+
+
+class Step:
+    """A candidate's stand-in workload: nothing runs, ``_time`` reads its scripted timings by name."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+
+    def __call__(self) -> None:  # the warm-up call
+        pass
+
+
+def no_waiting(monkeypatch, clock=time.perf_counter) -> None:
+    """The probe module's clock (``clock``) and an idle check that does not wait (its load is faked)."""
+    monkeypatch.setattr(probe, "time", SimpleNamespace(perf_counter=clock, sleep=lambda seconds: None))
+
+
+@pytest.fixture
+def machine(monkeypatch, tmp_path):
+    """A probe whose timed function returns scripted ms per step: ``script[name]`` is consumed one value a
+    timing, the estimate step first (nothing is built or run); the load reads as ``Quiet``."""
+    monkeypatch.setenv(cache.CACHE_ENV, str(tmp_path / "cache"))
+    state = {"script": {}, "timed": 0}
+
+    def timed(step, device, steps):
+        state["timed"] += 1
+        return state["script"][step.name].pop(0)
+
+    monkeypatch.setattr(probe, "candidates", lambda device: [CL, NCHW])
+    monkeypatch.setattr(
+        probe, "_workload", lambda device, precision, layout: Step(choice.candidate_name(precision, layout))
+    )
+    monkeypatch.setattr(probe, "_time", timed)
+    monkeypatch.setattr(probe, "OtherLoad", Quiet)
+    no_waiting(monkeypatch)
+    return state
+
+
+def one_try(cl: list[float], nchw: list[float]) -> dict[str, list[float]]:
+    """A try's script: the estimate step (150 ms each: 5 rounds fit the budget), then the rounds."""
+    return {CL: [150.0, *cl], NCHW: [150.0, *nchw]}
+
+
+def script(*tries: dict[str, list[float]]) -> dict[str, list[float]]:
+    return {name: [ms for t in tries for ms in t[name]] for name in (CL, NCHW)}
+
+
+def cached_entry() -> dict:
+    data = json.loads((cache.cache_dir() / choice.CACHE_FILE).read_text())
+    (entry,) = data["entries"].values()
+    return entry
+
+
+# ----- the decision on scripted rounds ------------------------------------------------------------------
+def test_round_stats_and_the_noise_rules():
+    stats = choice.round_stats([180.0, 327.0, 330.0])
+    assert (stats["fastest_ms"], stats["median_ms"], stats["rounds"]) == (180.0, 327.0, 3)
+    assert stats["spread_pct"] == pytest.approx(81.67, abs=0.01)
+    assert choice.round_stats([141.0])["spread_pct"] is None  # one round: nothing to compare
+    clean = {CL: choice.round_stats([141.0, 150.0]), NCHW: choice.round_stats([156.0, 157.0])}
+    assert choice.noise_reasons(clean, 3.0, busy=False) == []
+    assert choice.noise_reasons(clean, 34.0, busy=True) == ["other processes used 34% of a core"]
+    noisy = {**clean, CL: choice.round_stats([141.0, 157.0])}  # 11% apart
+    assert choice.noise_reasons(noisy, None, busy=False) == [f"{CL}'s two fastest rounds differ by 11%"]
+    assert choice.largest_spread(noisy) == (CL, pytest.approx(11.35, abs=0.01))
+
+
+def test_one_disturbed_round_does_not_change_the_answer(machine):
+    # channels-last's first round ran beside a burst (327 ms): the fastest of the rounds still decides.
+    machine["script"] = script(
+        one_try([327.0, 141.0, 142.0, 141.5, 143.0], [156.0, 157.0, 156.5, 158.0, 157.0])
+    )
+    result = probe.probe(CPU)
+    assert (result["choice"], result["provisional"], len(result["tries"])) == (CL, False, 1)
+    assert result["timings_ms"] == {CL: 141.0, NCHW: 156.0}
+    assert result["stats"][CL]["median_ms"] == 142.0 and result["stats"][CL]["spread_pct"] == 0.4
+    assert result["rounds_ms"][CL] == [327.0, 141.0, 142.0, 141.5, 143.0]  # every round kept
+
+
+def test_a_disturbed_try_that_ranks_wrongly_is_measured_again_and_the_clean_try_is_cached(machine):
+    # The first try: channels-last disturbed in every round, unevenly (the spread shows it), so NCHW looks
+    # fastest; the second try is clean and channels-last is 6% faster.
+    disturbed = one_try([327.0, 180.0, 330.0, 329.0, 331.0], [156.0, 158.0, 157.0, 156.0, 159.0])
+    clean = one_try([141.0, 142.0, 141.5, 143.0, 142.0], [150.0, 151.0, 150.5, 152.0, 151.0])
+    machine["script"] = script(disturbed, clean)
+    chosen = resolve(AUTO, CPU)
+    assert (chosen.precision, chosen.channels_last, chosen.chosen_by) == ("bf16", True, "probe")
+    assert chosen.probe_record["provisional"] is False
+    entry = cached_entry()
+    assert entry["choice"] == CL and entry["provisional"] is False and entry["timings_ms"][CL] == 141.0
+    first, second = entry["tries"]
+    assert first["noisy"] == [f"{CL}'s two fastest rounds differ by 82%"] and first["spread_pct"] == 81.7
+    assert second["noisy"] == [] and entry["spread_pct"] == second["spread_pct"] == 0.4
+    assert entry["thresholds"] == {"busy_pct": cpuload.BUSY_PCT, "spread_pct": choice.SPREAD_MAX_PCT}
+    # Final: the next run uses it without measuring (the script is used up: a timing would fail).
+    timed = machine["timed"]
+    again = resolve(AUTO, CPU)
+    assert again.chosen_by == "cache" and again.channels_last and machine["timed"] == timed
+
+
+@pytest.fixture
+def fake_measure(monkeypatch, tmp_path):
+    """``probe.measure`` returning the same clean rounds each try (channels-last fastest), each try taking
+    ``try_s`` seconds of the probe's clock; counts the tries."""
+    monkeypatch.setenv(cache.CACHE_ENV, str(tmp_path / "cache"))
+    state = {"measured": 0, "now": 0.0, "try_s": 0.0}
+    no_waiting(monkeypatch, clock=lambda: state["now"])
+
+    def measure(device, budget_s, rounds, **kwargs):
+        state["measured"] += 1
+        state["now"] += state["try_s"]
+        rounds.update({CL: [141.0, 142.0, 143.0], NCHW: [150.0, 151.0, 152.0]})
+        return {name: min(values) for name, values in rounds.items()}
+
+    monkeypatch.setattr(probe, "measure", measure)
+    return state
+
+
+def test_a_probe_beside_load_is_provisional_and_measured_again_at_the_next_idle_start(
+    fake_measure, monkeypatch, caplog
+):
+    monkeypatch.setattr(probe, "OtherLoad", Busy)
+    with caplog.at_level("WARNING", logger="cnnbench"):
+        chosen = resolve(AUTO, CPU)
+    # Measured again (bounded: PROBE_TRIES in all), still busy: used for this run, marked provisional.
+    assert fake_measure["measured"] == choice.PROBE_TRIES == 3
+    assert chosen.channels_last and chosen.probe_record == {
+        "measured_at": chosen.probe_record["measured_at"],
+        "provisional": True,
+        "other_cpu_pct": 34.0,
+        "spread_pct": 0.7,
+    }
+    entry = cached_entry()
+    assert entry["provisional"] is True and entry["other_cpu_pct"] == 34.0
+    assert [t["noisy"] for t in entry["tries"]] == [["other processes used 34% of a core"]] * 3
+    (said,) = [r.getMessage() for r in caplog.records if "Provisional" in r.getMessage()]
+    assert said.startswith(
+        f"Provisional fast-path choice {CL}: measured under load 34% of a core / spread 1%"
+    )
+    assert "measuring again at the next start" in said
+    # The next start finds the machine still busy: the provisional answer again, said again, no probe.
+    caplog.clear()
+    with caplog.at_level("WARNING", logger="cnnbench"):
+        again = resolve(AUTO, CPU)
+    assert again.chosen_by == "cache" and again.probe_record["provisional"] and fake_measure["measured"] == 3
+    assert any("Provisional" in r.getMessage() for r in caplog.records)
+    # A start that finds the machine idle measures again: one clean try, cached as final.
+    monkeypatch.setattr(probe, "OtherLoad", Quiet)
+    idle = resolve(AUTO, CPU)
+    assert idle.chosen_by == "probe" and fake_measure["measured"] == 4
+    assert cached_entry()["provisional"] is False and cached_entry()["other_cpu_pct"] == 1.0
+    assert resolve(AUTO, CPU).chosen_by == "cache" and fake_measure["measured"] == 4
+
+
+def test_retries_stop_at_the_time_budget(fake_measure, monkeypatch):
+    monkeypatch.setattr(probe, "OtherLoad", Busy)
+    fake_measure["try_s"] = 14.0  # a busy machine's try overruns its budget (the warm-up is not in it)
+    entry = probe.probe(CPU)
+    # Tries start at 0 and 14 s; a third would start at 28 s and could end after PROBE_TOTAL_S (30 s).
+    assert fake_measure["measured"] == 2 and entry["provisional"] is True
+    assert [t["seconds"] for t in entry["tries"]] == [14.0, 14.0] and entry["probe_seconds"] == 28.0
+
+
+def test_a_cached_answer_of_the_previous_version_is_measured_again(fake_measure, monkeypatch):
+    monkeypatch.setattr(probe, "OtherLoad", Quiet)
+    old_key = {**probe.machine_key(CPU), "probe": 1}
+    path = cache.cache_dir() / choice.CACHE_FILE
+    path.parent.mkdir(parents=True)
+    # An answer of the earlier probe measured beside load: channels-last disturbed, NCHW chosen, no rounds.
+    old = {"machine": old_key, "timings_ms": {CL: 327.0, NCHW: 156.0}, "choice": NCHW, "other_cpu_pct": 34.0}
+    path.write_text(json.dumps({"entries": {json.dumps(old_key, sort_keys=True): old}}))
+    assert resolve(AUTO, CPU).channels_last and fake_measure["measured"] == 1
+
+
+# ----- a real probe beside a busy process ----------------------------------------------------------------
+SPINNER = """
+import os, sys, threading
+threading.Thread(target=lambda: (sys.stdin.read(), os._exit(0)), daemon=True).start()
+print("spinning", flush=True)
+while True:
+    pass
+"""
+
+
+@pytest.fixture
+def one_thread():
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # the probe's steps stay short beside the spinning core
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.mark.skipif(not Path("/proc/stat").is_file(), reason="other processes' load is read from /proc/stat")
+def test_a_real_probe_beside_a_spinning_process_sees_the_load_and_caches_no_final_answer(
+    monkeypatch, tmp_path, one_thread
+):
+    monkeypatch.setenv(cache.CACHE_ENV, str(tmp_path / "cache"))
+    # One short try of two candidates: what is tested is the load reading (the retries are scripted above).
+    monkeypatch.setattr(probe, "candidates", lambda device: ["fp32/channels_last", "fp32/nchw"])
+    monkeypatch.setattr(probe, "PROBE_BUDGET_S", 2.0)  # a window long enough to judge (MIN_WINDOW_S)
+    monkeypatch.setattr(probe, "PROBE_TRIES", 1)
+    spinner = subprocess.Popen([sys.executable, "-c", SPINNER], stdin=subprocess.PIPE, stdout=subprocess.PIPE)
+    try:
+        assert spinner.stdout.readline() == b"spinning\n"
+        entry = probe.probe(CPU)
+    finally:
+        spinner.stdin.close()  # the spinner exits when its stdin closes
+        spinner.wait(timeout=30)
+    assert spinner.returncode == 0
+    assert all(t["seconds"] >= cpuload.MIN_WINDOW_S for t in entry["tries"])  # long enough to judge
+    # The spinner alone keeps a core busy: every try saw it.
+    assert all(t["other_cpu_pct"] > cpuload.BUSY_PCT for t in entry["tries"]), entry["tries"]
+    assert all(t["noisy"][0].startswith("other processes used") for t in entry["tries"])
+    assert len(entry["tries"]) == 1 and entry["provisional"] is True
+    assert cached_entry()["provisional"] is True
+    assert set(entry["timings_ms"]) == {"fp32/channels_last", "fp32/nchw"}
