@@ -1,5 +1,5 @@
-"""The fast-path probe under noise: scripted rounds and loads (the decision, the retries, provisional
-answers), and one real probe beside a process spinning on a core."""
+"""The fast-path probe under noise: scripted rounds and loads (the decision, the retries, provisional and
+stale answers, the run's steady-state check), and one real probe beside a process spinning on a core."""
 
 from __future__ import annotations
 
@@ -12,6 +12,7 @@ from types import SimpleNamespace
 
 import pytest
 import torch
+from conftest import TINY
 
 from cnnbench.core import cache, cpuload
 from cnnbench.fastpath import choice, probe
@@ -107,6 +108,8 @@ def test_round_stats_and_the_noise_rules():
     noisy = {**clean, CL: choice.round_stats([141.0, 157.0])}  # 11% apart
     assert choice.noise_reasons(noisy, None, busy=False) == [f"{CL}'s two fastest rounds differ by 11%"]
     assert choice.largest_spread(noisy) == (CL, pytest.approx(11.35, abs=0.01))
+    assert choice.steady_state_off(150.0, 141.0) is False
+    assert choice.steady_state_off(327.0, 141.0) is True and choice.steady_state_off(80.0, 141.0) is True
 
 
 def test_one_disturbed_round_does_not_change_the_answer(machine):
@@ -214,6 +217,108 @@ def test_a_cached_answer_of_the_previous_version_is_measured_again(fake_measure,
     old = {"machine": old_key, "timings_ms": {CL: 327.0, NCHW: 156.0}, "choice": NCHW, "other_cpu_pct": 34.0}
     path.write_text(json.dumps({"entries": {json.dumps(old_key, sort_keys=True): old}}))
     assert resolve(AUTO, CPU).channels_last and fake_measure["measured"] == 1
+
+
+# ----- the run's steady state against the prediction ----------------------------------------------------
+def reference_parts(fast_path, **changes):
+    cfg = {
+        "model": {"name": "resnet", "shortcut": "A", "block": "basic", "stochastic_depth": 1.0},
+        "depth": 20,
+    }
+    cfg.update(changes.pop("cfg", {}))
+    from omegaconf import OmegaConf
+
+    return SimpleNamespace(
+        fast_path=fast_path,
+        cfg=OmegaConf.create(cfg),
+        device=CPU,
+        batch_size=changes.pop("batch_size", 128),
+        dist=SimpleNamespace(world_size=1),
+        data=SimpleNamespace(train_images=torch.zeros(1, 3, 32, 32, dtype=torch.uint8)),
+    )
+
+
+def windows(check: probe.SteadyState, step_ms: float, every: int = 100, count: int = 6) -> None:
+    for iteration in range(every, every * (count + 1), every):
+        check.window(iteration, 1e3 * 128 / step_ms)
+
+
+def test_a_run_far_slower_than_predicted_marks_the_probe_stale_once(fake_measure, monkeypatch, caplog):
+    monkeypatch.setattr(probe, "OtherLoad", Quiet)
+    chosen = resolve(AUTO, CPU)  # bf16/channels_last at 141 ms, cached as final
+    check = probe.SteadyState.for_run(reference_parts(chosen))
+    assert check is not None and check.predicted_ms == 141.0
+    with caplog.at_level("WARNING", logger="cnnbench"):
+        windows(check, 330.0)
+    (said,) = [r.getMessage() for r in caplog.records]
+    assert said.startswith(
+        "The training step takes 330 ms in steady state (median of 3 logging windows), 2.34x"
+    )
+    assert "it measures again at the next start" in said
+    assert "2.34x" in cached_entry()["stale"]["reason"]
+    # The next start measures again (the stale mark is gone with the new answer).
+    assert resolve(AUTO, CPU).chosen_by == "probe" and fake_measure["measured"] == 2
+    assert "stale" not in cached_entry()
+
+
+def test_a_run_near_its_prediction_or_slowed_by_load_leaves_the_probe_alone(
+    fake_measure, monkeypatch, caplog
+):
+    monkeypatch.setattr(probe, "OtherLoad", Quiet)
+    chosen = resolve(AUTO, CPU)
+    with caplog.at_level("WARNING", logger="cnnbench"):
+        windows(probe.SteadyState.for_run(reference_parts(chosen)), 155.0)  # the loop's usual +10%
+    assert caplog.records == [] and "stale" not in cached_entry()
+    monkeypatch.setattr(probe, "OtherLoad", Busy)  # the run's own windows beside another job
+    with caplog.at_level("WARNING", logger="cnnbench"):
+        windows(probe.SteadyState.for_run(reference_parts(chosen)), 330.0)
+    (said,) = [r.getMessage() for r in caplog.records]
+    assert "other processes used 34% of a core meanwhile" in said and "stale" not in cached_entry()
+
+
+def test_the_steady_state_check_is_for_the_probes_own_workload_only(fake_measure, monkeypatch):
+    import dataclasses
+
+    monkeypatch.setattr(probe, "OtherLoad", Quiet)
+    chosen = resolve(AUTO, CPU)
+    assert probe.SteadyState.for_run(reference_parts(chosen)) is not None
+    assert probe.SteadyState.for_run(reference_parts(chosen, cfg={"depth": 56})) is None
+    assert probe.SteadyState.for_run(reference_parts(chosen, batch_size=256)) is None
+    recorded = dataclasses.replace(chosen, chosen_by="recorded")  # a resume: no probe answer read
+    assert probe.SteadyState.for_run(reference_parts(recorded)) is None
+    # The warm-up windows are left out: nothing is judged before 3 windows and 50 steps after it.
+    check = probe.SteadyState.for_run(reference_parts(chosen))
+    windows(check, 330.0, every=10, count=6)
+    assert not check.done and len(check.windows) == 4 and check.steps == 40
+
+
+def test_a_training_run_feeds_its_logging_windows_to_the_check(fake_measure, monkeypatch, tmp_path, caplog):
+    """The wiring: the trainer's logging windows reach the check through the run's records (a tiny model
+    stands in for the reference workload, with an impossible prediction, judged after a short warm-up)."""
+    from cnnbench.commands.bench import compose_config
+    from cnnbench.engine.trainer import run
+
+    monkeypatch.setattr(probe, "OtherLoad", Quiet)
+    monkeypatch.setattr(probe, "STEADY_SKIP_ITERS", 5)
+    monkeypatch.setattr(probe, "STEADY_STEPS", 10)
+    fed = []
+
+    def for_run(parts):
+        fp = parts.fast_path
+        check = probe.SteadyState(parts.device, "fp32/channels_last", 1e-3, fp.probe_record["measured_at"])
+        real = check.window
+        check.window = lambda iteration, img_per_s: (fed.append(iteration), real(iteration, img_per_s))
+        return check
+
+    monkeypatch.setattr(probe.SteadyState, "for_run", staticmethod(for_run))
+    # fp32 fixed, the layout measured (the probe's answer is read): windows of 5 iterations up to 20.
+    cfg = compose_config([*TINY, "trainer.precision=fp32", "trainer.eval_every=20", "trainer.ckpt_every=20"])
+    with caplog.at_level("WARNING", logger="cnnbench"):
+        run(cfg, tmp_path / "run")
+    assert fed == [5, 10, 15, 20]  # every logging window, none of the evaluations
+    said = [r.getMessage() for r in caplog.records if "steady state" in r.getMessage()]
+    assert len(said) == 1 and "median of 3 logging windows" in said[0]
+    assert "the probe's timings look wrong" in said[0] and cached_entry()["stale"]
 
 
 # ----- a real probe beside a busy process ----------------------------------------------------------------

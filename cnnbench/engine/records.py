@@ -16,6 +16,7 @@ from cnnbench.core.numerics import bn_images, describe, tf32_active
 from cnnbench.engine.gpus import sharing_record
 from cnnbench.engine.parts import Parts, model_options_of
 from cnnbench.engine.state import RunState
+from cnnbench.fastpath.probe import SteadyState
 from cnnbench.runs.continuation import close_attempt, open_attempt
 from cnnbench.runs.files import (
     ENV_NAME,
@@ -115,6 +116,8 @@ class RunRecords:
         except OSError as exc:
             raise self.not_written(exc) from None
         self.progress: Progress | None = None
+        # The steady-state step against the probe's prediction (the probe's own workload only).
+        self.steady = SteadyState.for_run(parts) if self.enabled else None
 
     def not_written(self, exc: OSError, path: Path | None = None) -> NotWritten:
         """The run's stop when one of its files cannot be written (exit 75: the same command continues)."""
@@ -189,6 +192,8 @@ class RunRecords:
     def log_scalars(self, values: dict[str, float], iteration: int, shown: dict[str, float] | None = None):
         """TensorBoard scalars at ``iteration``, and the progress line (``shown`` adds console-only stats)."""
         self.scalars(values, iteration)
+        if self.steady is not None and shown and "img_per_s" in shown:
+            self.steady.window(iteration, shown["img_per_s"])
         if self.progress is not None:
             self.progress.report(iteration, {**values, **(shown or {})})
         self.check_log_file()  # the progress line was logged

@@ -1,6 +1,6 @@
 """The fast path's decisions, pure and unit-tested with made-up timings: the candidates' names, which
-is fastest within a tolerance, whether a probe's rounds are too noisy to trust, whether compiling pays,
-and the ways of running the update on CUDA."""
+is fastest within a tolerance, whether a probe's rounds are too noisy to trust, whether a run's steady
+state contradicts the probe, whether compiling pays, and the ways of running the update on CUDA."""
 
 from __future__ import annotations
 
@@ -37,6 +37,10 @@ PROBE_TOTAL_S = 30.0
 # within a few % (docs/performance.md); a window that other work disturbs is 1.3x to 100x slower. Two rounds
 # that agree confirm the fastest: other processes only ever slow a round, never speed one up.
 SPREAD_MAX_PCT = 10.0
+# The run's steady-state step against the probe's prediction for its choice: beyond this ratio either way
+# the probe's timing was wrong (a training step costs the probed update plus up to ~9% for sampling,
+# augmentation and the loop, RandAugment and CutMix included; compiling saves ~5%: docs/performance.md).
+STEADY_MAX_RATIO = 1.5
 
 # Compile modes. The CPU's was measured there (docs/performance.md). On CUDA, Inductor's default mode:
 # max-autotune spends minutes autotuning every new graph, which a run of a small net on a fast GPU
@@ -135,6 +139,13 @@ def noise_reasons(
         if s.get("spread_pct") is not None and s["spread_pct"] > spread_max_pct:
             reasons.append(f"{name}'s two fastest rounds differ by {s['spread_pct']:.0f}%")
     return reasons
+
+
+def steady_state_off(measured_ms: float, predicted_ms: float, max_ratio: float = STEADY_MAX_RATIO) -> bool:
+    """Whether a run's steady-state step is too far from the probe's prediction (either way) to be the
+    cost of the loop around the probed update: then the probe's timing was wrong."""
+    ratio = measured_ms / predicted_ms
+    return ratio > max_ratio or ratio < 1 / max_ratio
 
 
 def choose_compile(eager_ms: float, compiled_ms: float, min_gain: float = COMPILE_MIN_GAIN) -> bool:
