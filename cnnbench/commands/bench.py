@@ -47,7 +47,7 @@ from typing import Any
 
 import torch
 
-from cnnbench.core.cpuload import OtherLoad
+from cnnbench.core.cpuload import BUSY_PCT, OtherLoad
 from cnnbench.errors import CnnbenchError
 from cnnbench.fastpath.probe import matmul_peak_gflops
 
@@ -57,7 +57,6 @@ DEFAULT_REPEATS = 5
 DEFAULT_WINDOW = 2.0  # seconds per timed window when iters / eval_images are not given
 MIN_AUTO_ITERS, MAX_AUTO_ITERS = 3, 1000
 MIN_INPUT_ITERS = 50  # the input pipeline alone is cheap: time more batches of it
-BUSY_PCT = 20.0  # other processes' CPU use (% of a core) above which the table warns
 WINDOW_NAMES = {
     "train_step_ms": "training loop",
     "pure_step_ms": "pure model step",

@@ -35,7 +35,7 @@ from cnnbench.runs.files import (
     write_error,
     write_json_atomic,
 )
-from cnnbench.runs.lock import holding
+from cnnbench.runs.lock import holding, refuse_if_held
 from cnnbench.runs.weights import WEIGHTS, chosen_weights
 
 if TYPE_CHECKING:
@@ -611,11 +611,14 @@ def evaluate_runs(paths: Sequence[Path], options: EvalOptions, write: bool = Tru
     results, failures = [], []
     for run_dir in run_dirs:
         try:
-            # One process at a time writes into a run folder: held from before the evaluation (a folder
-            # being trained is refused before the work) until the results are written.
-            with holding(run_dir, "eval", enabled=write):
-                result = evaluate_run(run_dir, options, cache)
-                if write:
+            # One process at a time writes into a run folder: a folder being trained is refused before
+            # the work (a peek, which creates nothing: a refused eval leaves the folder as it was), and
+            # the lock is held while the results are written.
+            if write:
+                refuse_if_held(run_dir)
+            result = evaluate_run(run_dir, options, cache)
+            if write:
+                with holding(run_dir, "eval"):
                     write_outputs(result)
         except NotWritten:
             raise  # a full disk: the next runs' results would find no room either; the same command later
