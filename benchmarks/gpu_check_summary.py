@@ -212,9 +212,10 @@ def _bench_tables(r: dict[str, Any]) -> list[str]:
         "",
         "## `cnnbench bench` with the defaults (`auto`)",
         "",
-        "| net | fast path | step ms | pure step ms | loop overhead | input ms | eval img/s | 64k (+ eval) "
-        "| peak MiB |",
-        "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
+        "| net | fast path | step ms | pure step ms | loop overhead | vs minimal loop | input ms "
+        "| eval img/s "
+        "| 64k (+ eval) | peak MiB |",
+        "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
     ]
     for depth in (20, 56):
         a = r.get(f"auto_resnet{depth}")
@@ -226,6 +227,7 @@ def _bench_tables(r: dict[str, Any]) -> list[str]:
             _fmt(a.get("train_step_ms"), "", 2),
             _fmt(a.get("pure_step_ms"), "", 2),
             _fmt(a.get("loop_overhead_pct"), "%"),
+            _fmt(a.get("vs_minimal"), "x", 3),  # the minimal hand-written loop's step time / cnnbench's
             _fmt(a.get("input_ms"), "", 2),
             _fmt(a.get("eval_img_per_s"), "", 0),
             f"{_fmt(a.get('est_64k_s'), ' s', 0)} ({_fmt(a.get('est_64k_with_eval_s'), ' s', 0)})",
