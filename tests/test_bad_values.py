@@ -327,7 +327,8 @@ def try_options(cli, source: Path, tmp_path: Path, values: dict[tuple[str, str],
                     assert after == before, "a refused command wrote into the run folder"
                 counts["valid" if result.exit_code == 0 else "refused"] += 1
             except AssertionError as problem:
-                problems.append(f"{where}: {str(problem).splitlines()[0][:300]}")
+                reason = str(problem).splitlines()[-1][:200]
+                problems.append(f"{where} (exit {result.exit_code}): {reason}\n{output[-800:]}")
     assert not problems, "\n".join(problems)
     return counts
 
