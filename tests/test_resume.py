@@ -425,6 +425,27 @@ def test_double_ctrl_c_aborts_without_a_half_written_checkpoint(
     assert_same_run(run, reference)
 
 
+def test_a_resumed_writers_event_file_is_read_after_the_earlier_ones(tmp_path: Path) -> None:
+    """TensorBoard reads a run folder's event files in name order: the second the writer started, then
+    the host, the pid and a per-process counter, unpadded. A resume in the same second and process (the
+    API's same call again, an in-process test) could be named ``...10`` after ``...9`` and be read
+    first, its purge of the old points before them. The resumed writer's file must sort last."""
+    import socket
+
+    from cnnbench.runs.tb import TensorBoardLog
+
+    # What the first attempt left this very second, with a counter that sorts after any small one.
+    first = (
+        tmp_path / f"events.out.tfevents.{int(time.time()):010d}.{socket.gethostname()}.{os.getpid()}.999999"
+    )
+    first.write_bytes(b"")
+    resumed = TensorBoardLog(tmp_path, resume_from=10)
+    try:
+        assert sorted(tmp_path.glob("events.out.tfevents.*"))[-1] == resumed.path != first
+    finally:
+        resumed.close()
+
+
 # ----- what resume and train refuse to touch --------------------------------------------------------
 
 

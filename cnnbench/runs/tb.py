@@ -16,6 +16,7 @@ metrics and ``cnnbench report`` read them).
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager, suppress
 from pathlib import Path
@@ -142,6 +143,22 @@ def quiet_writer_threads() -> None:
     threading.excepthook = hook
 
 
+def after_earlier_event_files(run_dir: Path) -> None:
+    """Wait (under a second) until a new event file's name sorts after those already in ``run_dir``.
+
+    TensorBoard reads a folder's event files in name order, ``events.out.tfevents.<second>.<host>.<pid>.
+    <counter>``, the last two unpadded: a writer started in the same second as the one before, as a
+    resume by the same call in the same process is, can be named ``...10`` after ``...9`` and be read
+    first, its purge of the points after the checkpoint then coming before those points. A later
+    second sorts after, whatever follows it.
+    """
+    seconds = [p.name.split(".")[3] for p in run_dir.glob("events.out.tfevents.*")]
+    latest = max((int(s) for s in seconds if s.isdigit()), default=None)
+    # More than a second to wait: that file is from a clock since set back; waiting would not help.
+    if latest is not None and 0 < (wait := latest + 1 - time.time()) <= 1:
+        time.sleep(wait)
+
+
 class TensorBoardLog:
     """The run's TensorBoard writer. A write that fails (a full disk) raises the ``OSError`` behind it,
     with ``filename`` set to the event file, from whichever call first finds out (writes are asynchronous:
@@ -158,6 +175,7 @@ class TensorBoardLog:
         # Disabled (ranks other than 0 of a distributed run): every call is a no-op.
         if enabled:
             quiet_writer_threads()
+            after_earlier_event_files(Path(run_dir))
             with self._writing():
                 self.writer = SummaryWriter(log_dir=str(run_dir), purge_step=purge_step)
             self.path = Path(getattr(self.writer.file_writer.event_writer, "_file_name", self.path))
