@@ -58,7 +58,7 @@ def hparams_of(cfg: DictConfig, params: int, precision: str, synthetic: bool) ->
     }
     for key, value in model_options_of(cfg).items():
         hp[f"model.{key}"] = value
-    # Every augmentation option (issue 12): the HParams table can then sort and filter by any of them.
+    # Every augmentation option: the HParams table can then sort and filter by any of them.
     for key, value in OmegaConf.to_container(cfg.augment, resolve=True).items():
         if key != "name":
             hp[f"augment.{key}"] = value if isinstance(value, (int, float, str, bool)) else str(value)

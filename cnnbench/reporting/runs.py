@@ -21,7 +21,7 @@ from cnnbench.runs.files import METRICS_NAME, SAVED_CONFIG, read_env
 _DESIGN_SECTIONS = ("data", "augment", "optimizer", "schedule")
 # Except the training budget: a 2k-iteration smoke run must not be averaged with a 64k-iteration one.
 _DESIGN_TRAINER_KEYS = ("max_iters", "batch_size", "label_smoothing", "ema_decay")
-# Design keys added later (issue 15): left out while unset, so older runs (without them) stay seeds of the
+# Design keys added later: left out while unset, so older runs (without them) stay seeds of the
 # same configuration. Ghost BatchNorm changes the training, so a set trainer.bn_group tells runs apart.
 _DESIGN_KEYS_IF_SET = ("schedule.warmup_until_error", "trainer.bn_group")
 # Where the data lives or how it is fetched does not change the experiment.
