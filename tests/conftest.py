@@ -16,6 +16,8 @@ Which device the suite sees is decided here, once, before any test module is imp
 
 from __future__ import annotations
 
+import contextlib
+import logging
 import os
 import sys
 import tempfile
@@ -92,6 +94,30 @@ def cli(monkeypatch, tmp_path):
     runner = CliRunner()
 
     def invoke(*args: str):
-        return runner.invoke(app, list(args), catch_exceptions=False)
+        with logging_kept():  # a command run in-process stands for a process of its own
+            return runner.invoke(app, list(args), catch_exceptions=False)
 
     return invoke
+
+
+@contextlib.contextmanager
+def logging_kept():
+    """The root and cnnbench loggers as they were: the handlers a command or a test attaches (Hydra's job
+    logging on a runner's stream, closed when the call returns) go with it, or later log lines would fail
+    on them and print "--- Logging error ---" with a traceback into another command's output."""
+    loggers = [logging.getLogger(), logging.getLogger("cnnbench")]
+    saved = [(lg.handlers[:], lg.level, lg.propagate) for lg in loggers]
+    try:
+        yield
+    finally:
+        for lg, (handlers, level, propagate) in zip(loggers, saved, strict=True):
+            for handler in lg.handlers[:]:
+                if handler not in handlers:
+                    handler.close()
+            lg.handlers[:], lg.level, lg.propagate = handlers, level, propagate
+
+
+@pytest.fixture(autouse=True)
+def _logging_as_found():
+    with logging_kept():
+        yield
