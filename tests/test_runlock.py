@@ -20,15 +20,14 @@ from pathlib import Path
 
 import pytest
 from conftest import TINY
+from test_resume import ENV, TIMEOUT
+from test_resume import cnnbench as cnnbench_cli  # the CLI in a process of its own
 
 import cnnbench
 from cnnbench.errors import CnnbenchError
 from cnnbench.runs import lock
 from cnnbench.runs.files import LOCK_NAME
 
-TIMEOUT = 180
-ENV = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
-ENV.pop("CNNBENCH_RESUME", None)
 FAST = ["trainer.precision=fp32", "trainer.channels_last=false", "trainer.compile=false"]
 RUN = [*TINY, *FAST]  # 20 iterations, a checkpoint every 10
 
@@ -211,15 +210,6 @@ def test_under_torchrun_only_rank_0_holds_the_folder(tmp_path: Path, monkeypatch
 
 
 # ----- through the real command line ------------------------------------------------------------------
-def cnnbench_cli(*args: object, cwd: Path) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "cnnbench", *map(str, args)],
-        cwd=cwd,
-        env=ENV,
-        capture_output=True,
-        text=True,
-        timeout=TIMEOUT,
-    )
 
 
 def test_a_second_train_is_refused_before_anything_is_written_and_runs_once_the_holder_is_gone(

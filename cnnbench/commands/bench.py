@@ -396,20 +396,13 @@ def measure(
         "speedup": None,
         "samples": samples,
     }
-    if minimal is not None:
-        minimal_ms = _median(samples["minimal_step_ms"])
-        result.update(
-            minimal_train_img_per_s=batch_size / (minimal_ms / 1e3),
-            minimal_step_ms=minimal_ms,
-            vs_minimal=minimal_ms / train_ms,
-        )
-    if baseline is not None:
-        base_ms = _median(samples["baseline_step_ms"])
-        result.update(
-            baseline_train_img_per_s=batch_size / (base_ms / 1e3),
-            baseline_step_ms=base_ms,
-            speedup=base_ms / train_ms,
-        )
+    # The two loops cnnbench is compared with: img/s, median step time, and its step time / ours.
+    for prefix, ratio_key, present in (("minimal", "vs_minimal", minimal), ("baseline", "speedup", baseline)):
+        if present is not None:
+            ms = _median(samples[f"{prefix}_step_ms"])
+            result[f"{prefix}_train_img_per_s"] = batch_size / (ms / 1e3)
+            result[f"{prefix}_step_ms"] = ms
+            result[ratio_key] = ms / train_ms
     return result
 
 
