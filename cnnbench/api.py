@@ -29,7 +29,8 @@ from typing import TYPE_CHECKING, Any
 
 from cnnbench.core.overrides import hydra_value
 from cnnbench.errors import CnnbenchError, collected_errors
-from cnnbench.runs.files import METRICS_NAME, MULTIRUN_RECORD, SAVED_CONFIG, holds_run, read_metrics
+from cnnbench.runs.files import CHECKPOINT_NAME, METRICS_NAME, MULTIRUN_RECORD, SAVED_CONFIG, read_metrics
+from cnnbench.runs.find import find_runs, is_run, is_sweep, runs_under
 
 if TYPE_CHECKING:
     import torch
@@ -91,13 +92,13 @@ class Run:
 
 @dataclass(frozen=True)
 class Sweep:
-    """A multirun folder; iterating gives its runs (job folders that hold a run), in folder order."""
+    """A multirun folder; iterating gives its runs (its job folders, nested or not), in folder order."""
 
     path: Path
 
     @property
     def runs(self) -> list[Run]:
-        return [Run(p) for p in sorted(self.path.iterdir()) if p.is_dir() and holds_run(p)]
+        return [Run(p) for p in runs_under(self.path)]
 
     def __iter__(self) -> Iterator[Run]:
         return iter(self.runs)
@@ -269,7 +270,7 @@ def sweep(*overrides: str, sweep_dir: str | Path | None = None, **options: Any) 
     from cnnbench.commands.launch import list_sweep_jobs
 
     args = _overrides(overrides, options)
-    if sweep_dir is not None and (Path(sweep_dir) / MULTIRUN_RECORD).is_file():
+    if sweep_dir is not None and is_sweep(Path(sweep_dir)):
         return _continue_sweep(Path(sweep_dir), args)
     if sweep_dir is not None:
         args.append(f"hydra.sweep.dir={hydra_value(str(Path(sweep_dir)))}")
@@ -306,14 +307,14 @@ RunsLike = Run | Sweep | str | Path | Iterable[Run | Sweep | str | Path]
 def load(path: str | Path) -> Run | Sweep:
     """Open a run folder or a sweep (multirun) folder, also one the CLI made."""
     folder = Path(path)
-    if (folder / MULTIRUN_RECORD).is_file():
+    if is_sweep(folder):
         return Sweep(folder)
-    if folder.is_dir() and (folder / METRICS_NAME).is_file():
+    if is_run(folder):
         return Run(folder)
     raise CnnbenchError(
-        f"{folder} is neither a run folder (with {METRICS_NAME}) nor a sweep folder "
-        f"(with {MULTIRUN_RECORD}). "
-        f"Give cnnbench.load a folder under outputs/ that `cnnbench status` lists."
+        f"{folder} is neither a run folder (with {METRICS_NAME}, {CHECKPOINT_NAME} or {SAVED_CONFIG}) nor a "
+        f"sweep folder (with {MULTIRUN_RECORD}). Give cnnbench.load a folder under outputs/ that "
+        f"`cnnbench status` lists."
     )
 
 
@@ -322,13 +323,12 @@ def report(runs: RunsLike) -> Report:
     files (``Report.save(folder)`` writes them)."""
     from cnnbench.reporting.core import load_runs
     from cnnbench.reporting.plot import report_figure
-    from cnnbench.reporting.runs import find_run_dirs
     from cnnbench.reporting.summary import build_rows, duplicate_seed_warnings
     from cnnbench.reporting.tables import csv_record
 
     # Folders as given (report finds the runs below them, as `cnnbench report` does).
     paths = [item.path if isinstance(item, (Run, Sweep)) else Path(item) for item in _items(runs)]
-    loaded, warnings = load_runs(find_run_dirs(paths))
+    loaded, warnings = load_runs(find_runs(paths, "report"))
     if not loaded:
         raise CnnbenchError(f"No readable runs under {', '.join(map(str, paths))}. " + " ".join(warnings))
     rows = build_rows(loaded)

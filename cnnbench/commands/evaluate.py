@@ -29,12 +29,12 @@ from cnnbench.runs.files import (
     NO_ROOM,
     READ_ONLY,
     NotWritten,
-    holds_run,
     read_env,
     write_atomic,
     write_error,
     write_json_atomic,
 )
+from cnnbench.runs.find import find_runs
 from cnnbench.runs.lock import holding, refuse_if_held
 from cnnbench.runs.weights import WEIGHTS, chosen_weights
 
@@ -582,31 +582,11 @@ def _write_figure_event(run_dir: Path, tag: str, rgb: Any, step: int) -> None:
 # ---- many runs -----------------------------------------------------------------------------------------
 
 
-def find_eval_dirs(paths: Sequence[Path]) -> list[Path]:
-    """Run folders under ``paths``: a path that holds a run itself (checkpoint.pt or metrics.json, or a
-    saved config), else the run folders found below it the way ``cnnbench report`` finds them."""
-    from cnnbench.reporting.runs import find_run_dirs
-    from cnnbench.runs.files import SAVED_CONFIG
-
-    found: list[Path] = []
-    for path in (Path(p) for p in paths):
-        if not path.exists():
-            raise CnnbenchError(
-                f"{path}: no such folder. Give `cnnbench eval` a run folder, or a sweep folder holding "
-                f"several (e.g. outputs/multirun/<stamp>)."
-            )
-        if path.is_dir() and (holds_run(path) or (path / SAVED_CONFIG).is_file()):
-            found.append(path)
-        else:
-            found.extend(find_run_dirs([path]))
-    return list(dict.fromkeys(found))
-
-
 def evaluate_runs(paths: Sequence[Path], options: EvalOptions, write: bool = True) -> EvalReport:
     """Evaluate every run under ``paths``; a run that cannot be evaluated becomes a failure (its message),
     the others go on. Raises ``CnnbenchError`` for bad options or paths (before anything is evaluated)."""
     options.check()
-    run_dirs = find_eval_dirs(paths)
+    run_dirs = find_runs(paths, "eval")
     cache = _DataCache()
     results, failures = [], []
     for run_dir in run_dirs:

@@ -24,6 +24,7 @@ from cnnbench.runs.files import (
     read_metrics,
     saved_config,
 )
+from cnnbench.runs.find import runs_under
 
 log = logging.getLogger("cnnbench")
 
@@ -99,10 +100,6 @@ def _saved_optimizer(run_dir: Path) -> Any:
         return {}
 
 
-def sweep_jobs(sweep_dir: Path) -> list[Path]:
-    return sorted(p.parent.parent for p in sweep_dir.glob(f"*/{SAVED_CONFIG.as_posix()}"))
-
-
 SUBDIR_KEY = "hydra.sweep.subdir="
 
 
@@ -123,7 +120,7 @@ def resume_sweep(sweep_dir: Path) -> list[str]:
     from cnnbench.core.optim import check_saved_target
 
     record = OmegaConf.load(sweep_dir / MULTIRUN_RECORD)
-    jobs = sweep_jobs(sweep_dir)
+    jobs = list(runs_under(sweep_dir))
     done = [j for j in jobs if (read_metrics(j) or {}).get("status") in SKIP_STATUSES]
     for job in jobs:  # each job checks its own again; this refuses the sweep before any job starts
         if job not in done:

@@ -28,7 +28,6 @@ import json
 import re
 import shlex
 import time
-from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -43,6 +42,7 @@ from cnnbench.runs.files import (
     SAVED_OVERRIDES,
     STATUSES,
 )
+from cnnbench.runs.find import is_run, is_sweep, runs_under
 from cnnbench.runs.lock import FREE, HELD, Probe, probe
 
 STALE = "stale"
@@ -56,7 +56,6 @@ STALE_FLOOR_S = 600.0  # no verdict of "stale" before 10 minutes without an upda
 STALE_FACTOR = 3.0  # ... or 3 write intervals, whichever is longer
 DEFAULT_EVAL_EVERY = 400  # conf/trainer/default.yaml, for runs whose saved config cannot be read
 MESSAGE_WIDTH = 60  # the table's message column; --json has the whole message
-JOB_SEARCH_DEPTH = 4  # job folders may nest (override values with "/"); never deeper than this
 
 
 @dataclass
@@ -310,23 +309,6 @@ def _holder_text(lock: Probe) -> str:
     return what + holder.describe()
 
 
-def _job_folders(sweep: Path) -> Iterator[Path]:
-    """Folders under a sweep that hold a job (.hydra/config.yaml or metrics.json), not looking inside them."""
-
-    def walk(folder: Path, depth: int) -> Iterator[Path]:
-        try:
-            children = sorted(p for p in folder.iterdir() if p.is_dir() and p.name != ".hydra")
-        except OSError:
-            return
-        for child in children:
-            if (child / SAVED_CONFIG).is_file() or (child / METRICS_NAME).exists():
-                yield child
-            elif depth < JOB_SEARCH_DEPTH:
-                yield from walk(child, depth + 1)
-
-    yield from walk(sweep, 1)
-
-
 @dataclass
 class Combination:
     overrides: list[str]
@@ -380,7 +362,7 @@ def sweep_combinations(record: Any) -> tuple[list[Combination] | None, str | Non
 
 def _read_sweep(sweep: Path, now: float) -> FolderStatus:
     result = FolderStatus(sweep, "sweep", [])
-    folders = list(_job_folders(sweep))
+    folders = list(runs_under(sweep))
     jobs = [read_job(f, f.relative_to(sweep).as_posix(), now) for f in folders]
     try:
         record = _yaml_load(sweep / MULTIRUN_RECORD)
@@ -446,10 +428,6 @@ def _fill_max_iters(result: FolderStatus) -> None:
             job.max_iters = shared
 
 
-def _is_run(folder: Path) -> bool:
-    return any((folder / name).exists() for name in (METRICS_NAME, CHECKPOINT_NAME, SAVED_CONFIG))
-
-
 def folder_status(path: Path, now: float | None = None) -> FolderStatus:
     """Every job of a run or sweep folder; a bad path raises CnnbenchError (one paragraph, exit 2)."""
     now = time.time() if now is None else now
@@ -464,9 +442,9 @@ def folder_status(path: Path, now: float | None = None) -> FolderStatus:
         if path.name not in (METRICS_NAME, MULTIRUN_RECORD):
             raise CnnbenchError(f"{path} is a file. Give {expected}.")
         path = path.parent
-    if (path / MULTIRUN_RECORD).is_file():
+    if is_sweep(path):
         return _read_sweep(path, now)
-    if _is_run(path):
+    if is_run(path):
         return FolderStatus(path, "run", [read_job(path, path.name, now)])
     inside = _folders_inside(path)
     hint = (
@@ -482,7 +460,7 @@ def _folders_inside(path: Path) -> list[str]:
         children = sorted(p for p in path.iterdir() if p.is_dir())
     except OSError:
         return []
-    return [str(c) for c in children if (c / MULTIRUN_RECORD).is_file() or _is_run(c)]
+    return [str(c) for c in children if is_sweep(c) or is_run(c)]
 
 
 # ----- showing --------------------------------------------------------------------------------------

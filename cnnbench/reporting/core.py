@@ -8,9 +8,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from cnnbench.errors import CnnbenchError
-from cnnbench.reporting.runs import Run, find_run_dirs, load_run
+from cnnbench.reporting.runs import Run, load_run
 from cnnbench.reporting.summary import Row, build_rows, duplicate_seed_warnings
 from cnnbench.runs.files import discard, write_error
+from cnnbench.runs.find import find_runs
 
 
 @dataclass
@@ -67,12 +68,12 @@ def _prepare_out(out: Path) -> None:
 def make_report(paths: list[Path], out: Path | None = None) -> ReportResult:
     """Read every run folder under ``paths`` and write ``report.png``, ``report.md`` and ``report.csv``.
 
-    A run folder is a directory holding ``metrics.json``; folders are found recursively, so ``paths``
-    may be run folders, Hydra sweep folders or folders holding several sweeps. Runs that differ only by
-    seed and trainer/device settings form one configuration (data, augment, model, depth, optimizer and
-    schedule must match, and so must ``trainer.max_iters`` and ``trainer.batch_size``: a different budget
-    is a different experiment). Each configuration gets one row per status, so unfinished, diverged or
-    failed seeds are shown but never averaged with completed ones.
+    ``paths`` may be run folders, Hydra sweep folders or folders holding several sweeps
+    (``cnnbench.runs.find``); a run that never wrote metrics.json is named in the warnings. Runs that
+    differ only by seed and trainer/device settings form one configuration (data, augment, model, depth,
+    optimizer and schedule must match, and so must ``trainer.max_iters`` and ``trainer.batch_size``: a
+    different budget is a different experiment). Each configuration gets one row per status, so
+    unfinished, diverged or failed seeds are shown but never averaged with completed ones.
 
     ``out``: where the three files go, created if missing. Default: the given folder when exactly one
     path is given, else ``./report``.
@@ -84,7 +85,7 @@ def make_report(paths: list[Path], out: Path | None = None) -> ReportResult:
     from cnnbench.reporting.tables import markdown, write_csv
 
     paths = [Path(p) for p in paths]
-    runs, warnings = load_runs(find_run_dirs(paths))
+    runs, warnings = load_runs(find_runs(paths, "report"))
     if not runs:
         raise CnnbenchError(
             f"No readable runs under {', '.join(map(str, paths))}: "

@@ -13,7 +13,6 @@ from typing import Any
 import numpy as np
 
 from cnnbench.core.numerics import bn_images, describe
-from cnnbench.errors import CnnbenchError
 from cnnbench.runs.files import METRICS_NAME, SAVED_CONFIG, read_env
 
 # Config sections that define the experiment. Everything else (trainer, device, seed, hydra, logging)
@@ -78,30 +77,6 @@ class Run:
         return json.dumps([self.primary_key(), self.design], sort_keys=True, default=str)
 
 
-def find_run_dirs(paths: Iterable[Path]) -> list[Path]:
-    """Folders holding a metrics.json, found recursively under ``paths`` (a path may be the file itself)."""
-    paths = [Path(p) for p in paths]
-    missing = [str(p) for p in paths if not p.exists()]
-    if missing:
-        raise CnnbenchError(
-            f"{', '.join(missing)}: no such file or folder. Give `cnnbench report` a run folder, a sweep "
-            f"folder (e.g. outputs/multirun/<stamp>) or a folder holding several of them."
-        )
-    found: set[Path] = set()
-    for path in paths:
-        if path.is_file():
-            found.update([path.parent] if path.name == METRICS_NAME else [])
-        else:
-            found.update(p.parent for p in path.rglob(METRICS_NAME) if p.is_file())
-    if not found:
-        raise CnnbenchError(
-            f"No runs found under {', '.join(str(p) for p in paths)}. A run folder is a directory holding "
-            f"the metrics.json that `cnnbench train` writes (next to .hydra/ and the TensorBoard files); "
-            f"pass a run folder, a sweep folder such as outputs/multirun/<stamp>, or a folder above them."
-        )
-    return sorted(found)
-
-
 def flatten(config: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
     """``{"a": {"b": 1}}`` -> ``{"a.b": 1}``; lists stay values."""
     flat: dict[str, Any] = {}
@@ -156,6 +131,8 @@ def _section_name(section: Any) -> str | None:
 def load_run(run_dir: Path) -> Run:
     """Read one run folder; an unreadable metrics.json or config raises ValueError (the caller warns and
     skips the run)."""
+    if not (run_dir / METRICS_NAME).exists():
+        raise ValueError("it has no metrics.json (the run never started training)")
     try:
         metrics = json.loads((run_dir / METRICS_NAME).read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
