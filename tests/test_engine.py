@@ -154,8 +154,8 @@ def test_no_import_cycles():
 # own layer and of the layers below it, never one above (an engine module never reaches up to a command).
 LAYERS = (
     ("cnnbench.version", "cnnbench.errors", "cnnbench.core"),
-    ("cnnbench.data", "cnnbench.models"),
-    ("cnnbench.runs",),
+    ("cnnbench.data", "cnnbench.models", "cnnbench.update"),
+    ("cnnbench.runs", "cnnbench.launchers"),  # launchers: a sweep job's GPU, which the engine asks for
     ("cnnbench.engine", "cnnbench.fastpath"),
     ("cnnbench.commands", "cnnbench.reporting", "cnnbench.diagnostics"),
     ("cnnbench", "cnnbench.cli", "cnnbench.api", "cnnbench.__main__"),  # `cnnbench`: the API, lazily
@@ -181,6 +181,19 @@ def test_no_module_imports_a_layer_above_its_own():
         if _layer(target) > _layer(module)
     ]
     assert not upward, "imports reaching up a layer: " + "; ".join(upward)
+
+
+def test_the_fast_path_imports_nothing_of_the_engine():
+    # Same layer, one direction: the engine builds its parts through the fast path, never the reverse
+    # (the update both share lives below them, in cnnbench.update).
+    backward = [
+        f"{module} -> {target}"
+        for module in _modules()
+        if module.startswith("cnnbench.fastpath")
+        for target in sorted(_imports(module))
+        if target == "cnnbench.engine" or target.startswith("cnnbench.engine.")
+    ]
+    assert not backward, "the fast path imports the engine: " + "; ".join(backward)
 
 
 def test_the_layers_test_sees_an_upward_import():

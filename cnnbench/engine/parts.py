@@ -93,7 +93,7 @@ class Parts:
 
     @property
     def cuda_graphs(self) -> bool:
-        """Whether the model update runs as a captured CUDA graph (``engine/graphs.py``)."""
+        """Whether the model update runs as a captured CUDA graph (``update/graphs.py``)."""
         return self.fast_path.cuda_graphs
 
     @contextlib.contextmanager

@@ -6,7 +6,7 @@ evaluation, checkpoints), so an iteration never waits for the device: nothing in
 tensor back to the host (no ``.item()``, no ``bool(tensor)``, no data-dependent shapes;
 ``tests/test_fastpath.py`` counts them on the CPU, ``tests/test_cuda_fastpath.py`` asks CUDA's sync
 debug mode). With ``trainer.cuda_graphs`` the model update is one captured CUDA graph
-(``engine/graphs.py``).
+(``update/graphs.py``).
 """
 
 from __future__ import annotations
@@ -23,10 +23,10 @@ from cnnbench.core.distributed import all_reduce
 from cnnbench.core.optim import set_lr
 from cnnbench.data.mixing import dominant_targets, mixed_cross_entropy
 from cnnbench.engine.gradflow import GradFlow
-from cnnbench.engine.graphs import GraphedUpdate
 from cnnbench.engine.parts import Parts
-from cnnbench.engine.update import model_step
 from cnnbench.errors import CnnbenchError
+from cnnbench.update.graphs import GraphedUpdate
+from cnnbench.update.step import model_step
 
 
 class RunDiverged(CnnbenchError):

@@ -36,7 +36,7 @@ def measure_variants(
     Warm-up: enough calls to get past a graph's eager steps and its capture. A variant that fails to
     build, compile or capture here is left out (and logged), so ``auto`` never picks it.
     """
-    from cnnbench.engine.graphs import WARMUP_STEPS
+    from cnnbench.update.graphs import WARMUP_STEPS
 
     start = time.perf_counter()
     workloads: dict[str, Callable[[], object]] = {}

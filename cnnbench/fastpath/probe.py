@@ -101,9 +101,9 @@ def _workload(
     ``fused``: SGD's fused implementation; ``graphs``: the update captured as a CUDA graph (after its
     eager warm-up calls), with the lr as a device tensor, as a run with ``trainer.cuda_graphs`` does.
     """
-    from cnnbench.engine.graphs import GraphedUpdate
-    from cnnbench.engine.update import model_step
     from cnnbench.models import build_model
+    from cnnbench.update.graphs import GraphedUpdate
+    from cnnbench.update.step import model_step
 
     fmt = torch.channels_last if channels_last else torch.contiguous_format
     generator = torch.Generator().manual_seed(0)

@@ -2,7 +2,7 @@
 
 CPU flags do not say what is fast: a CPU that reports AVX512-BF16 can run bf16 convolutions at half the
 fp32 speed, and another with AMX at seven times. So ``trainer.precision=auto`` and
-``trainer.channels_last=auto`` are decided by timing the real model update (``engine.update.model_step``)
+``trainer.channels_last=auto`` are decided by timing the real model update (``update.step.model_step``)
 of the reference workload, ResNet-20 at batch 128 on 32x32 images, under each candidate (fp32 / bf16 x
 channels-last / NCHW on a CPU; bf16 / fp16 / fp32 x layouts on a GPU). ``trainer.compile=auto`` on a
 CPU is measured too (eager vs compiled, same workload), but only when a run of at least
@@ -11,7 +11,7 @@ repays.
 
 On CUDA a second stage times the ways of running the update for the chosen precision and layout
 (``VARIANTS``): eager or compiled, foreach or fused optimizer, with or without the whole update captured
-as a CUDA graph (``engine/graphs.py``); the compiled ones only for runs of at least
+as a CUDA graph (``update/graphs.py``); the compiled ones only for runs of at least
 ``CUDA_COMPILE_MIN_ITERS`` iterations, and a compiled variant wins only if its measured gain over the
 run repays its measured compilation time. ``trainer.cuda_graphs`` and ``trainer.fused_optimizer``
 follow it. On the CPU both stay off unless asked for: the CPU default stays what it was, bit for bit.
