@@ -399,18 +399,18 @@ class GpuCheck(CheckRunner):
 
     def record_jobs(self, result: dict[str, Any]) -> dict[str, Any]:
         """Cache the best k per mechanism for this GPU model (``CNNBENCH_JOBS_PER_GPU=auto``)."""
-        from cnnbench.engine import gpus
+        from cnnbench.launchers.measured import MECHANISMS, read_jobs_record, write_jobs_record
 
         measured = {}
-        for mechanism in gpus.MECHANISMS:
+        for mechanism in MECHANISMS:
             best = best_k(result.get(mechanism) or {})
             if best is not None:
                 measured[mechanism] = best
         if not measured:
             raise StepFailed("no concurrent measurement finished")
         model = self.results["environment"].get("device_model") or "cpu"
-        path = gpus.write_jobs_record(model, {**measured, "workload": result["workload"]})
-        return {"path": str(path), "model": model, "auto_resolves_to": gpus.read_jobs_record(model)}
+        path = write_jobs_record(model, {**measured, "workload": result["workload"]})
+        return {"path": str(path), "model": model, "auto_resolves_to": read_jobs_record(model)}
 
     # 7-8. the quick sweep, end to end ---------------------------------------------------------------------
     def sweep_quick(self) -> dict[str, Any]:
@@ -482,11 +482,12 @@ try:
             info["nccl"] = ".".join(map(str, torch.cuda.nccl.version()))
         except Exception:
             info["nccl"] = None
-    from cnnbench.engine import gpus
     from cnnbench.fastpath.probe import candidates
+    from cnnbench.launchers.measured import device_model
+    from cnnbench.launchers.mps import mps_running
     info["candidates"] = candidates(torch.device(sys.argv[1]))
-    info["mps_running"] = gpus.mps_running()
-    info["device_model"] = gpus.device_model()
+    info["mps_running"] = mps_running()
+    info["device_model"] = device_model()
 except Exception as exc:
     info["error"] = f"{type(exc).__name__}: {exc}"
 print(json.dumps(info))

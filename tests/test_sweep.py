@@ -22,7 +22,7 @@ from typer.testing import CliRunner
 
 from cnnbench.cli import app
 from cnnbench.core.config import conf_dir
-from cnnbench.engine import gpus
+from cnnbench.launchers import slots
 
 MAX_ITERS = 10
 # Everything but model/depth/seed: kept in a test experiment (experiment= is left out of folder names).
@@ -481,7 +481,7 @@ def test_slurm_launcher_config(tmp_path, monkeypatch):
         assert line in script.splitlines(), (line, script)
 
 
-# ---- one GPU per job (cnnbench.engine.gpus), with monkeypatched GPU counts --------------------------------
+# ---- one GPU per job (cnnbench.launchers.slots), with monkeypatched GPU counts ----------------------------
 
 
 @pytest.fixture
@@ -493,8 +493,8 @@ def gpu_machine(monkeypatch, tmp_path):
     monkeypatch.setattr(torch.cuda, "is_available", lambda: state["count"] > 0)
     monkeypatch.setattr(torch.cuda, "device_count", lambda: state["count"])
     monkeypatch.setattr(torch.cuda, "set_device", lambda index: state.update(current=index))
-    monkeypatch.setattr(gpus, "sweep_job_num", lambda: state["job"])
-    monkeypatch.setenv(gpus.LOCK_DIR_ENV, str(tmp_path / "locks"))
+    monkeypatch.setattr(slots, "sweep_job_num", lambda: state["job"])
+    monkeypatch.setenv(slots.LOCK_DIR_ENV, str(tmp_path / "locks"))
     for name in ("CUDA_VISIBLE_DEVICES", "LOCAL_RANK", "WORLD_SIZE"):
         monkeypatch.delenv(name, raising=False)
 
@@ -520,59 +520,59 @@ def gpu_machine(monkeypatch, tmp_path):
 
     held: list = []
     yield Machine()
-    gpus.release_gpu()
+    slots.release_gpu()
     for handle in held:
         handle.close()
 
 
 def test_gpu_per_job_round_robin(gpu_machine):
-    assert gpus.job_device("auto") == "cuda:0" and gpu_machine.current == 0
+    assert slots.job_device("auto") == "cuda:0" and gpu_machine.current == 0
     gpu_machine.set(job=5)
-    assert gpus.job_device("cuda") == "cuda:1" and gpu_machine.current == 1
+    assert slots.job_device("cuda") == "cuda:1" and gpu_machine.current == 1
     gpu_machine.set(count=2, job=7)
-    assert gpus.job_device("auto") == "cuda:1"
+    assert slots.job_device("auto") == "cuda:1"
 
 
 @pytest.mark.parametrize("requested", ["cpu", "cuda:3", "mps"])
 def test_gpu_explicit_device_is_kept(gpu_machine, requested):
     gpu_machine.set(job=1)
-    assert gpus.job_device(requested) == requested and gpu_machine.current is None
+    assert slots.job_device(requested) == requested and gpu_machine.current is None
 
 
 def test_gpu_left_alone_with_one_or_no_gpu(gpu_machine):
     gpu_machine.set(count=1, job=3)
-    assert gpus.job_device("auto") == "auto" and gpus.job_device("cuda") == "cuda"
+    assert slots.job_device("auto") == "auto" and slots.job_device("cuda") == "cuda"
     gpu_machine.set(count=0)
-    assert gpus.job_device("auto") == "auto"
+    assert slots.job_device("auto") == "auto"
     assert gpu_machine.current is None
 
 
 def test_gpu_left_alone_when_narrowed_to_one_by_the_launcher(gpu_machine, monkeypatch):
     gpu_machine.set(job=3)
     monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "2")  # SLURM/submitit gave this job one GPU
-    assert gpus.job_device("auto") == "auto" and gpu_machine.current is None
+    assert slots.job_device("auto") == "auto" and gpu_machine.current is None
 
 
 def test_gpu_left_alone_outside_a_sweep_and_under_torchrun(gpu_machine, monkeypatch):
-    monkeypatch.setattr(gpus, "sweep_job_num", lambda: None)  # a single run or `cnnbench resume RUN`
-    assert gpus.job_device("auto") == "auto"
-    monkeypatch.setattr(gpus, "sweep_job_num", lambda: 3)
+    monkeypatch.setattr(slots, "sweep_job_num", lambda: None)  # a single run or `cnnbench resume RUN`
+    assert slots.job_device("auto") == "auto"
+    monkeypatch.setattr(slots, "sweep_job_num", lambda: 3)
     monkeypatch.setenv("LOCAL_RANK", "1")
-    assert gpus.job_device("auto") == "auto"
+    assert slots.job_device("auto") == "auto"
     monkeypatch.delenv("LOCAL_RANK")
     monkeypatch.setenv("WORLD_SIZE", "2")
-    assert gpus.job_device("auto") == "auto"
+    assert slots.job_device("auto") == "auto"
 
 
 def test_gpu_taken_by_a_running_job_is_skipped(gpu_machine):
     """Jobs end in any order: job 2 must not land on the GPU job 0 still trains on."""
     gpu_machine.hold("0")  # job 0 runs on cuda:0 in another worker; job 1 has finished
     gpu_machine.set(count=2, job=2)
-    assert gpus.job_device("auto") == "cuda:1"
+    assert slots.job_device("auto") == "cuda:1"
     gpu_machine.hold("2")
     gpu_machine.hold("3")
     gpu_machine.set(count=4, job=6)
-    assert gpus.job_device("auto") == "cuda:1"
+    assert slots.job_device("auto") == "cuda:1"
 
 
 def test_gpu_shared_when_more_jobs_than_gpus(gpu_machine, caplog):
@@ -580,33 +580,33 @@ def test_gpu_shared_when_more_jobs_than_gpus(gpu_machine, caplog):
     gpu_machine.hold("0")
     gpu_machine.hold("1")
     with caplog.at_level("WARNING", logger="cnnbench"):
-        assert gpus.job_device("auto") == "cuda:1"
+        assert slots.job_device("auto") == "cuda:1"
     assert "All 2 GPUs are taken" in caplog.text
 
 
 def test_gpu_released_by_the_next_job_of_the_same_worker(gpu_machine):
     gpu_machine.set(count=2, job=0)
-    assert gpus.job_device("auto") == "cuda:0"
+    assert slots.job_device("auto") == "cuda:0"
     gpu_machine.set(job=2)  # the same worker process, its previous job over
-    assert gpus.job_device("auto") == "cuda:0"
+    assert slots.job_device("auto") == "cuda:0"
     gpu_machine.set(job=3)
-    assert gpus.job_device("auto") == "cuda:1"
+    assert slots.job_device("auto") == "cuda:1"
 
 
 def test_gpu_locks_named_by_visible_device_ids(gpu_machine, monkeypatch):
     monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "5,GPU-ab/cd")
     gpu_machine.set(count=2, job=0)
     gpu_machine.hold("5")
-    assert gpus.job_device("auto") == "cuda:1"
+    assert slots.job_device("auto") == "cuda:1"
     assert (gpu_machine.locks / "gpu-GPU-ab_cd.lock").read_text().strip() == str(os.getpid())
 
 
 def test_gpu_round_robin_without_a_lock_folder(gpu_machine, monkeypatch, tmp_path):
     blocker = tmp_path / "not-a-folder"
     blocker.write_text("")
-    monkeypatch.setenv(gpus.LOCK_DIR_ENV, str(blocker / "locks"))
+    monkeypatch.setenv(slots.LOCK_DIR_ENV, str(blocker / "locks"))
     gpu_machine.set(count=4, job=6)
-    assert gpus.job_device("auto") == "cuda:2"
+    assert slots.job_device("auto") == "cuda:2"
 
 
 def test_sweep_job_num_reads_hydra_config():
@@ -631,10 +631,10 @@ def test_sweep_job_num_reads_hydra_config():
     previous = config.cfg
     try:
         config.cfg = None
-        assert gpus.sweep_job_num() is None  # not inside a Hydra job
+        assert slots.sweep_job_num() is None  # not inside a Hydra job
         config.set_config(job(RunMode.MULTIRUN, 3))
-        assert gpus.sweep_job_num() == 3
+        assert slots.sweep_job_num() == 3
         config.set_config(job(RunMode.RUN, 0))
-        assert gpus.sweep_job_num() is None
+        assert slots.sweep_job_num() is None
     finally:
         config.cfg = previous

@@ -17,8 +17,8 @@ from hydra.experimental.callback import Callback
 from omegaconf import DictConfig
 
 from cnnbench.core.config import conf_dir
-from cnnbench.engine.gpus import register_resolvers as register_gpu_resolvers
 from cnnbench.errors import CnnbenchError, print_error
+from cnnbench.launchers.resolvers import register_resolvers as register_gpu_resolvers
 from cnnbench.runs.files import holds_run
 from cnnbench.runs.names import register as register_run_names
 

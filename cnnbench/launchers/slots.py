@@ -18,13 +18,9 @@ worker processes of one machine; left alone, every job would train on ``cuda:0``
   opening; one that is a link, someone else's or linked twice is refused too. Otherwise another user
   could steer the jobs onto one GPU, or make a job overwrite a file of the user's through a link.
 
-``hydra/launcher=gpus`` (conf/hydra/launcher/gpus.yaml) is the joblib launcher with ``n_jobs`` = k x the
-visible GPUs (``${cnnbench.sweep_jobs:...}``), k from ``CNNBENCH_JOBS_PER_GPU``: a number, or ``auto``
-(the default) = what ``benchmarks/gpu_check.sh`` measured fastest on this GPU model (cached in
-``$CNNBENCH_CACHE/jobs_per_gpu.json``), else 1. The nets are small (0.27-1.7 M parameters), so one job
-leaves a large GPU mostly idle; several processes fill it. NVIDIA MPS (``nvidia-cuda-mps-control -d``,
-the user's choice) lets those processes' kernels run at the same time instead of time-sliced; a job
-records whether the MPS daemon was running (``env.json`` ``gpu_sharing``).
+With ``hydra/launcher=gpus`` (``cnnbench.launchers.resolvers``) the launcher runs k jobs per visible GPU
+at once, so each GPU has k slots. A job records how it shares its GPU, and whether NVIDIA MPS was
+running (``cnnbench.launchers.mps``), in ``env.json`` (``gpu_sharing``).
 
 Nothing changes (the requested device is returned as is) outside a Hydra multirun job, for an
 explicit device (``cpu``, ``cuda:1``), with fewer than two visible GPUs (no GPU, or a launcher such as
@@ -35,16 +31,12 @@ all share ``cuda:0`` anyway), and under torchrun (each rank uses its ``LOCAL_RAN
 from __future__ import annotations
 
 import errno
-import json
 import logging
 import math
 import os
 import re
-import shutil
 import stat
-import subprocess
 import tempfile
-from datetime import datetime, timezone
 from pathlib import Path
 from typing import IO, Any
 
@@ -53,17 +45,14 @@ try:
 except ImportError:  # Windows: no flock, round-robin only
     fcntl = None  # type: ignore[assignment]
 
+from cnnbench.launchers import mps
+from cnnbench.launchers.devices import gpu_count, visible_gpu_ids
+from cnnbench.launchers.resolvers import register_resolvers
+
 log = logging.getLogger("cnnbench")
 
 # Where the per-GPU lock files live (default: <tmp>/cnnbench-gpus-<user id>, local to the machine).
 LOCK_DIR_ENV = "CNNBENCH_GPU_LOCK_DIR"
-
-# k in `hydra/launcher=gpus`: a number of jobs per GPU, or auto (measured by the GPU check, else 1).
-JOBS_PER_GPU_ENV = "CNNBENCH_JOBS_PER_GPU"
-SWEEP_JOBS_RESOLVER = "cnnbench.sweep_jobs"  # hydra.launcher.n_jobs of conf/hydra/launcher/gpus.yaml
-JOBS_CACHE_FILE = "jobs_per_gpu.json"  # in cnnbench.core.cache.cache_dir(), written by the GPU check
-MECHANISMS = ("processes", "mps")  # how k jobs share a GPU: plain processes, or processes under MPS
-MPS_PIPE_ENV, MPS_DEFAULT_PIPE = "CUDA_MPS_PIPE_DIRECTORY", "/tmp/nvidia-mps"
 
 _held: IO[str] | None = None  # the lock file of the GPU slot this process's current job holds
 _sharing: dict[str, Any] | None = None  # how this process's current job shares its GPU (env.json)
@@ -84,22 +73,8 @@ def sweep_job_num() -> int | None:
     return int(hydra_cfg.job.num)
 
 
-def visible_gpu_ids() -> list[str] | None:
-    """The entries of CUDA_VISIBLE_DEVICES (indices or UUIDs), or None when it is not set."""
-    value = os.environ.get("CUDA_VISIBLE_DEVICES")
-    if value is None:
-        return None
-    return [part.strip() for part in value.split(",") if part.strip()]
-
-
 def under_torchrun() -> bool:
     return "LOCAL_RANK" in os.environ or int(os.environ.get("WORLD_SIZE", "1") or 1) > 1
-
-
-def gpu_count() -> int:
-    import torch
-
-    return torch.cuda.device_count() if torch.cuda.is_available() else 0
 
 
 def default_lock_dir() -> Path:
@@ -278,7 +253,7 @@ def job_device(requested: object) -> str:
     if count < 1:
         return requested
     slots = slots_per_gpu(count)
-    _sharing = {"jobs_per_gpu": slots, "gpus": count, "slot": None, "mps": mps_running()}
+    _sharing = {"jobs_per_gpu": slots, "gpus": count, "slot": None, "mps": mps.mps_running()}
     if (ids is not None and len(ids) <= 1) or count < 2:  # narrowed to one GPU (SLURM, submitit) or one
         return requested
     index = claim_gpu(job_num, count, slots=slots)
@@ -294,136 +269,3 @@ def job_device(requested: object) -> str:
         ", NVIDIA MPS running" if _sharing["mps"] else "",
     )
     return f"cuda:{index}"
-
-
-# ----- NVIDIA MPS --------------------------------------------------------------------------------------
-def mps_running(proc: Path = Path("/proc")) -> bool:
-    """Whether an NVIDIA MPS control daemon (or server) runs on this machine.
-
-    Its processes are named ``nvidia-cuda-mps-control`` / ``-server`` (``comm`` keeps 15 characters);
-    where /proc shows no other processes (containers), its control pipe is the sign.
-    """
-    try:
-        for entry in proc.iterdir():
-            if entry.name.isdigit():
-                try:
-                    if (entry / "comm").read_text().startswith("nvidia-cuda-mps"):
-                        return True
-                except OSError:
-                    continue
-    except OSError:
-        pass
-    pipe = Path(os.environ.get(MPS_PIPE_ENV) or MPS_DEFAULT_PIPE) / "control"
-    return pipe.exists()
-
-
-# ----- k jobs per GPU: hydra/launcher=gpus -------------------------------------------------------------
-def register_resolvers() -> None:
-    """Register ``${cnnbench.sweep_jobs:K}`` (idempotent): conf/hydra/launcher/gpus.yaml's ``n_jobs``.
-
-    Launchers resolve ``n_jobs`` in the process that launches the sweep, and a job reads it back
-    (``slots_per_gpu``) in its own: both import cnnbench.commands.app, which calls this.
-    """
-    from omegaconf import OmegaConf
-
-    if not OmegaConf.has_resolver(SWEEP_JOBS_RESOLVER):
-        OmegaConf.register_new_resolver(SWEEP_JOBS_RESOLVER, sweep_jobs)
-
-
-def sweep_jobs(setting: object = "auto") -> int:
-    """Jobs at once for ``hydra/launcher=gpus``: k (``setting``) per visible GPU; k on a machine without."""
-    return jobs_per_gpu(setting) * max(gpu_count(), 1)
-
-
-def jobs_per_gpu(setting: object = "auto") -> int:
-    """k from ``CNNBENCH_JOBS_PER_GPU``'s value: a positive number, or ``auto`` (measured, else 1)."""
-    from cnnbench.errors import CnnbenchError
-
-    text = str(setting).strip().lower()
-    if text in ("", "auto"):
-        return measured_jobs_per_gpu() or 1
-    try:
-        k = int(text)
-    except ValueError:
-        k = 0
-    if k < 1:
-        raise CnnbenchError(
-            f"{JOBS_PER_GPU_ENV}={setting!r} must be a positive number of jobs per GPU, or auto (what "
-            f"benchmarks/gpu_check.sh measured fastest on this GPU model, else 1)."
-        )
-    return k
-
-
-def device_model() -> str:
-    """The name the jobs-per-GPU measurement is cached under: the first visible GPU's model (NVML's
-    name, as nvidia-smi and torch report it), or ``cpu`` on a machine without a GPU."""
-    name = _nvidia_smi_name()
-    if name:
-        return name
-    if gpu_count() > 0:
-        import torch
-
-        return torch.cuda.get_device_name(0)
-    return "cpu"
-
-
-def _nvidia_smi_name() -> str | None:
-    """The first visible GPU's name from nvidia-smi: no CUDA context in the launching process."""
-    smi = shutil.which("nvidia-smi")
-    if smi is None:
-        return None
-    ids = visible_gpu_ids()
-    if ids is not None and not ids:
-        return None
-    command = [smi, "--query-gpu=name", "--format=csv,noheader"]
-    if ids:
-        command += ["-i", ids[0]]  # nvidia-smi ignores CUDA_VISIBLE_DEVICES: ask for its first entry
-    try:
-        result = subprocess.run(command, capture_output=True, text=True, timeout=20, check=False)
-    except (OSError, subprocess.TimeoutExpired):
-        return None
-    lines = [line.strip() for line in result.stdout.splitlines() if line.strip()]
-    return lines[0] if result.returncode == 0 and lines else None
-
-
-def jobs_cache_path() -> Path:
-    from cnnbench.core.cache import cache_dir
-
-    return cache_dir() / JOBS_CACHE_FILE
-
-
-def read_jobs_record(model: str | None = None) -> dict[str, Any] | None:
-    """The GPU check's jobs-per-GPU measurement for ``model`` (default: this machine's), or None."""
-    try:
-        data = json.loads(jobs_cache_path().read_text())
-    except (OSError, ValueError):
-        return None
-    entry = (data.get("entries") or {}).get(model or device_model()) if isinstance(data, dict) else None
-    return entry if isinstance(entry, dict) else None
-
-
-def measured_jobs_per_gpu(mps: bool | None = None) -> int | None:
-    """The measured best k for this GPU model: under MPS when its daemon runs (and was measured)."""
-    entry = read_jobs_record()
-    if not entry:
-        return None
-    mps = mps_running() if mps is None else mps
-    best = (entry.get("mps") if mps else None) or entry.get("processes")
-    try:
-        return max(int(best["jobs_per_gpu"]), 1) if best else None
-    except (KeyError, TypeError, ValueError):
-        return None
-
-
-def write_jobs_record(model: str, measured: dict[str, Any]) -> Path:
-    """Store the GPU check's measurement for ``model``: ``{mechanism: {"jobs_per_gpu": k, ...}}`` for
-    the mechanisms of ``MECHANISMS`` that were measured, plus anything else worth keeping."""
-    from cnnbench.core.cache import locked, read_json, write_json
-
-    path = jobs_cache_path()
-    with locked(path):
-        data = read_json(path)
-        entry = {**measured, "measured_at": datetime.now(timezone.utc).isoformat(timespec="seconds")}
-        data.setdefault("entries", {})[model] = entry
-        write_json(path, data)
-    return path
