@@ -231,7 +231,7 @@ def test_a_sweep_checks_every_job_before_its_folder_exists(cli, tmp_path) -> Non
 
 def accepted_pairs(pairs: list[tuple[str, str]]) -> list[tuple[str, str]]:
     """The pairs whose value check_config accepts (valid values for their key)."""
-    from cnnbench.commands.app import task_config
+    from cnnbench.runs.taskconfig import task_config
     from cnnbench.runs.validate import check_config
 
     accepted = []

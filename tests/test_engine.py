@@ -16,6 +16,9 @@ from conftest import TINY
 import cnnbench
 
 PACKAGE = Path(cnnbench.__file__).resolve().parent
+# The `config -m` list launcher: a Hydra plugin package beside cnnbench, held to the same layers.
+PLUGINS = PACKAGE.parent / "hydra_plugins"
+LIST_LAUNCHER = "hydra_plugins.cnnbench_list_launcher"
 
 
 def _compose(*overrides: str):
@@ -100,9 +103,10 @@ def test_compile_fallback_is_scoped_to_the_run():
 
 # ----- import structure -----------------------------------------------------------------------------
 def _modules() -> list[str]:
-    """Every module of the package except ``__main__`` (the `python -m cnnbench` entry point runs the CLI)."""
+    """Every module of the package and of its Hydra plugins except ``__main__`` (the `python -m cnnbench`
+    entry point runs the CLI)."""
     names = []
-    for path in sorted(PACKAGE.rglob("*.py")):
+    for path in [*sorted(PACKAGE.rglob("*.py")), *sorted(PLUGINS.rglob("*.py"))]:
         if path.name == "__main__.py":
             continue
         parts = path.relative_to(PACKAGE.parent).with_suffix("").parts
@@ -157,7 +161,9 @@ LAYERS = (
     ("cnnbench.data", "cnnbench.models", "cnnbench.update"),
     ("cnnbench.runs", "cnnbench.launchers"),  # launchers: a sweep job's GPU, which the engine asks for
     ("cnnbench.engine", "cnnbench.fastpath"),
-    ("cnnbench.commands", "cnnbench.reporting", "cnnbench.diagnostics"),
+    # The list launcher plugin sits beside the commands (commands/launch.py registers it) and imports
+    # none of them (test below): it checks jobs with runs/validate, as the app does.
+    ("cnnbench.commands", "cnnbench.reporting", "cnnbench.diagnostics", LIST_LAUNCHER),
     ("cnnbench", "cnnbench.cli", "cnnbench.api", "cnnbench.__main__"),  # `cnnbench`: the API, lazily
 )
 
@@ -194,6 +200,15 @@ def test_the_fast_path_imports_nothing_of_the_engine():
         if target == "cnnbench.engine" or target.startswith("cnnbench.engine.")
     ]
     assert not backward, "the fast path imports the engine: " + "; ".join(backward)
+
+
+def test_the_list_launcher_plugin_imports_no_command():
+    # Hydra loads the plugin inside the app's process; reaching back into commands/ would tie the
+    # launcher to the command that registers it (a cycle through commands/launch.py).
+    plugin = [m for m in _modules() if m.startswith("hydra_plugins.")]
+    assert f"{LIST_LAUNCHER}.list_launcher" in plugin
+    reach = [f"{m} -> {t}" for m in plugin for t in sorted(_imports(m)) if t.startswith("cnnbench.commands")]
+    assert not reach, "the list launcher imports a command: " + "; ".join(reach)
 
 
 def test_the_layers_test_sees_an_upward_import():

@@ -71,8 +71,8 @@ class ListLauncher(Launcher):
 
 def _config_problem(job: DictConfig) -> str | None:
     """What cnnbench.runs.validate refuses in this job's config (the checks `cnnbench train` runs first)."""
-    from cnnbench.commands.app import task_config
     from cnnbench.errors import CnnbenchError
+    from cnnbench.runs.taskconfig import task_config
     from cnnbench.runs.validate import check_config
 
     try:
