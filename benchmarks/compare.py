@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import statistics
 import sys
 from pathlib import Path
 
@@ -27,7 +26,8 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from cnnbench.commands.bench import _timed, compose_config  # noqa: E402
+from cnnbench.commands.bench import compose_config  # noqa: E402
+from cnnbench.core.timing import elapsed_s, median, ms_per_call  # noqa: E402
 from cnnbench.engine.parts import Parts, build_parts  # noqa: E402
 from cnnbench.engine.step import TrainStep  # noqa: E402
 
@@ -62,7 +62,7 @@ def main(argv: list[str] | None = None) -> int:
 
         print(f"warming up {name} ({parts.precision}, compiled={parts.compiled})", file=sys.stderr)
         with parts.compile_fallback():
-            warmup_s[name] = [_timed(train_step, 1, parts.device) for _ in range(args.warmup)]
+            warmup_s[name] = [elapsed_s(train_step, 1, parts.device) for _ in range(args.warmup)]
         variants[name] = (parts, train_step)
 
     ms: dict[str, list[float]] = {name: [] for name in names}
@@ -71,7 +71,7 @@ def main(argv: list[str] | None = None) -> int:
         for name in order:
             parts, train_step = variants[name]
             with parts.compile_fallback():
-                ms[name].append(1e3 * _timed(train_step, args.iters, parts.device) / args.iters)
+                ms[name].append(ms_per_call(train_step, args.iters, parts.device))
         print(
             f"repeat {r + 1}/{args.repeats}: " + ", ".join(f"{n} {ms[n][-1]:.0f} ms" for n in names),
             file=sys.stderr,
@@ -82,14 +82,14 @@ def main(argv: list[str] | None = None) -> int:
     for name in names:
         parts = variants[name][0]
         bs = parts.batch_size
-        median_ms = statistics.median(ms[name])
+        median_ms = median(ms[name])
         ratios = [a / b for a, b in zip(ms[first], ms[name], strict=True)]
         results[name] = {
             "precision": parts.precision,
             "compiled": parts.compiled,
             "step_ms": median_ms,
             "img_per_s": bs * 1e3 / median_ms,
-            f"speedup_vs_{first}": statistics.median(ratios),
+            f"speedup_vs_{first}": median(ratios),
             "samples_ms": ms[name],
             "warmup_s": warmup_s[name],  # incl. torch.compile's compilation in the first step
         }

@@ -547,7 +547,7 @@ def test_a_training_step_never_reads_a_tensor_back_to_the_host(monkeypatch):
 
 
 def test_fastest_in_rounds_times_every_workload_in_each_round_and_keeps_the_minimum():
-    from cnnbench.fastpath.probe import fastest_in_rounds
+    from cnnbench.core.timing import fastest_in_rounds
 
     calls = {"a": 0, "b": 0}
 

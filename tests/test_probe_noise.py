@@ -15,7 +15,7 @@ import pytest
 import torch
 from conftest import TINY
 
-from cnnbench.core import cache, cpuload
+from cnnbench.core import cache, cpuload, timing
 from cnnbench.fastpath import choice, probe
 from cnnbench.fastpath.resolve import resolve
 
@@ -47,7 +47,7 @@ class Busy(Load):
 
 
 class Step:
-    """A candidate's stand-in workload: nothing runs, ``_time`` reads its scripted timings by name."""
+    """A candidate's stand-in workload: nothing runs, ``timing.ms_per_call`` reads its scripted timings by name."""
 
     def __init__(self, name: str) -> None:
         self.name = name
@@ -68,7 +68,7 @@ def machine(monkeypatch, tmp_path):
     monkeypatch.setenv(cache.CACHE_ENV, str(tmp_path / "cache"))
     state = {"script": {}, "timed": 0}
 
-    def timed(step, device, steps):
+    def timed(step, calls, device):
         state["timed"] += 1
         return state["script"][step.name].pop(0)
 
@@ -76,7 +76,7 @@ def machine(monkeypatch, tmp_path):
     monkeypatch.setattr(
         probe, "_workload", lambda device, precision, layout: Step(choice.candidate_name(precision, layout))
     )
-    monkeypatch.setattr(probe, "_time", timed)
+    monkeypatch.setattr(timing, "ms_per_call", timed)
     monkeypatch.setattr(probe, "OtherLoad", Quiet)
     no_waiting(monkeypatch)
     return state

@@ -39,15 +39,14 @@ import copy
 import json
 import math
 import resource
-import statistics
 import sys
-import time
 from collections.abc import Callable, Sequence
 from typing import Any
 
 import torch
 
 from cnnbench.core.cpuload import BUSY_PCT, OtherLoad
+from cnnbench.core.timing import elapsed_s, median, ms_per_call
 from cnnbench.errors import CnnbenchError
 from cnnbench.fastpath.probe import matmul_peak_gflops
 
@@ -176,27 +175,7 @@ def _check_options(iters: int | None, warmup: int, repeats: int, window: float, 
         raise CnnbenchError(f"bench.window={window} must be a positive number of seconds.")
 
 
-# ----- timing helpers ------------------------------------------------------------------------------
-def _sync(device: torch.device | None) -> None:
-    if device is not None and device.type == "cuda":
-        torch.cuda.synchronize(device)
-
-
-def _timed(fn: Callable[[], object], n: int, device: torch.device | None = None) -> float:
-    """Seconds for exactly ``n`` back-to-back calls of ``fn``, synchronizing the device only before and after.
-
-    Not ``torch.utils.benchmark.Timer``: its ``timeit`` runs untimed warm-up calls inside every window,
-    which would add steps to the interleaved protocol (and triple each one-pass evaluation window); the
-    protocol does its own warm-up once, up front.
-    """
-    _sync(device)
-    start = time.perf_counter()
-    for _ in range(n):
-        fn()
-    _sync(device)
-    return time.perf_counter() - start
-
-
+# ----- measurement helpers ------------------------------------------------------------------------
 def peak_memory_mb(device: torch.device) -> tuple[float, str]:
     if device.type == "cuda":
         return torch.cuda.max_memory_allocated(device) / 2**20, "cuda_max_allocated"
@@ -206,10 +185,6 @@ def peak_memory_mb(device: torch.device) -> tuple[float, str]:
 
 def _auto_count(seconds_per_unit: float, window: float, lo: int, hi: int) -> int:
     return int(min(max(math.ceil(window / max(seconds_per_unit, 1e-9)), lo), hi))
-
-
-def _median(values: Sequence[float]) -> float:
-    return float(statistics.median(values))
 
 
 # ----- the benchmark -------------------------------------------------------------------------------
@@ -270,15 +245,15 @@ def measure(
     with parts.compile_fallback():
         # Warm-up (excluded): allocator, oneDNN/cuDNN algorithm choice, torch.compile.
         status(f"warming up ({warmup} steps)")
-        step_times = [_timed(train_step, 1, device) for _ in range(warmup)]
+        step_times = [elapsed_s(train_step, 1, device) for _ in range(warmup)]
         for _ in range(warmup):
             pure_step()
             if minimal is not None:
                 minimal.step()
-        _timed(input_step, 2, device)
+        elapsed_s(input_step, 2, device)
         first = min(eval_batch_size, len(test_labels))
         eval_warm = [
-            _timed(lambda: evaluate(parts, test_images[:first], test_labels[:first]), 1, device)
+            elapsed_s(lambda: evaluate(parts, test_images[:first], test_labels[:first]), 1, device)
             for _ in range(2)
         ]
         memory_mb, memory_kind = peak_memory_mb(device)  # before the baseline exists
@@ -320,19 +295,19 @@ def measure(
             load.start()
             for key, fn in timed[r % len(timed) :] + timed[: r % len(timed)]:
                 status(f"{WINDOW_NAMES[key]} ({tag})")
-                samples[key].append(1e3 * _timed(fn, n_iters, device) / n_iters)
+                samples[key].append(ms_per_call(fn, n_iters, device))
             other = load.stop()
             if other is not None:
                 samples["other_cpu_pct"].append(other)
-            samples["input_ms"].append(1e3 * _timed(input_step, input_iters, device) / input_iters)
-            samples["grad_norm_ms"].append(1e3 * _timed(grad_norm_step, input_iters, device) / input_iters)
+            samples["input_ms"].append(ms_per_call(input_step, input_iters, device))
+            samples["grad_norm_ms"].append(ms_per_call(grad_norm_step, input_iters, device))
             status(f"evaluation (repeat {r + 1}/{repeats}, {n_eval} images)")
-            seconds = _timed(lambda: evaluate(parts, eval_x, eval_y), 1, device)
+            seconds = elapsed_s(lambda: evaluate(parts, eval_x, eval_y), 1, device)
             samples["eval_img_per_s"].append(n_eval / seconds)
             if baseline is not None:
                 status(f"baseline ({tag})")
                 baseline.train_step()  # a new epoch: its workers start (excluded, as the warm-up)
-                seconds = _timed(baseline.train_step, n_iters, device)
+                seconds = elapsed_s(baseline.train_step, n_iters, device)
                 samples["baseline_step_ms"].append(1e3 * seconds / n_iters)
                 baseline.stop()
 
@@ -344,10 +319,10 @@ def measure(
     if bad >= 0:
         status(f"warning: the training loss became non-finite at iteration {bad}")
 
-    train_ms = _median(samples["train_step_ms"])
-    pure_ms = _median(samples["pure_step_ms"])
-    input_ms = _median(samples["input_ms"])
-    grad_ms = _median(samples["grad_norm_ms"])
+    train_ms = median(samples["train_step_ms"])
+    pure_ms = median(samples["pure_step_ms"])
+    input_ms = median(samples["input_ms"])
+    grad_ms = median(samples["grad_norm_ms"])
     log_grad_every = step.gradflow.every
     result: dict[str, Any] = {
         "model": str(cfg.model.name),
@@ -379,7 +354,7 @@ def measure(
         "grad_norm_overhead_pct": 100.0 * grad_ms / (log_grad_every * train_ms)
         if log_grad_every > 0
         else 0.0,
-        "eval_img_per_s": _median(samples["eval_img_per_s"]),
+        "eval_img_per_s": median(samples["eval_img_per_s"]),
         "step_gflop": step_gflop,
         "achieved_gflops": step_gflop / (train_ms / 1e3),
         "matmul_peak_gflops": peak,
@@ -399,7 +374,7 @@ def measure(
     # The two loops cnnbench is compared with: img/s, median step time, and its step time / ours.
     for prefix, ratio_key, present in (("minimal", "vs_minimal", minimal), ("baseline", "speedup", baseline)):
         if present is not None:
-            ms = _median(samples[f"{prefix}_step_ms"])
+            ms = median(samples[f"{prefix}_step_ms"])
             result[f"{prefix}_train_img_per_s"] = batch_size / (ms / 1e3)
             result[f"{prefix}_step_ms"] = ms
             result[ratio_key] = ms / train_ms

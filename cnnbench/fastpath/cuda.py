@@ -14,9 +14,10 @@ import torch
 from cnnbench.core.cache import cache_dir, locked
 from cnnbench.core.cache import read_json as _read
 from cnnbench.core.cache import write_json as _write
+from cnnbench.core.timing import fastest_in_rounds, sync
 from cnnbench.errors import CnnbenchError
 from cnnbench.fastpath.choice import BY_NAME, CACHE_FILE, CUDA_COMPILE_MODE, PROBE_BUDGET_S, candidate_name
-from cnnbench.fastpath.probe import _key_string, _sync, _workload, fastest_in_rounds, machine_key
+from cnnbench.fastpath.probe import _key_string, _workload, machine_key
 
 log = logging.getLogger("cnnbench")
 
@@ -56,7 +57,7 @@ def measure_variants(
             began = time.perf_counter()
             for _ in range(WARMUP_STEPS + 2):
                 step()
-            _sync(device)
+            sync(device)
         except Exception as exc:  # a variant this torch/GPU cannot run: not a candidate
             log.warning("Fast-path variant %s failed here and is left out: %s", name, exc)
             continue

@@ -8,9 +8,8 @@ import contextlib
 import json
 import logging
 import platform
-import statistics
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -22,6 +21,7 @@ from cnnbench.core.cache import read_json as _read
 from cnnbench.core.cache import write_json as _write
 from cnnbench.core.cpuload import BUSY_PCT, OtherLoad
 from cnnbench.core.device import autocast
+from cnnbench.core.timing import fastest_in_rounds, median, ms_per_call
 from cnnbench.fastpath.choice import (
     CACHE_FILE,
     CPU_COMPILE_MODE,
@@ -81,11 +81,6 @@ def _key_string(key: Mapping[str, Any]) -> str:
 
 
 # ----- measurement ----------------------------------------------------------------------------------
-def _sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-
-
 def _workload(
     device: torch.device,
     precision: str,
@@ -129,15 +124,6 @@ def _workload(
     return lambda: graphed(images, labels)
 
 
-def _time(step: Callable[[], object], device: torch.device, steps: int) -> float:
-    _sync(device)
-    start = time.perf_counter()
-    for _ in range(steps):
-        step()
-    _sync(device)
-    return 1e3 * (time.perf_counter() - start) / steps
-
-
 def candidates(device: torch.device) -> list[str]:
     if device.type == "cuda":
         precisions = ["fp32", "fp16"] + (["bf16"] if torch.cuda.is_bf16_supported() else [])
@@ -171,38 +157,6 @@ def measure(
     return fastest_in_rounds(workloads, device, steps, left, rounds=rounds)
 
 
-def timed_rounds(
-    workloads: dict[str, Callable[[], object]], device: torch.device, steps: int, budget_s: float
-) -> dict[str, list[float]]:
-    """Every round's ms per step of each (warmed-up) workload: interleaved rounds of ``steps`` steps, the
-    order rotating each round, as many rounds (1 to 5) as fit in ``budget_s`` seconds."""
-    order = list(workloads)
-    started = time.perf_counter()
-    estimate = {name: _time(workloads[name], device, 1) for name in order}
-    per_round = steps * sum(estimate.values()) / 1e3
-    rounds = int(min(max((budget_s - (time.perf_counter() - started)) / max(per_round, 1e-9), 1), 5))
-    samples: dict[str, list[float]] = {name: [] for name in order}
-    for r in range(rounds):
-        for name in order[r % len(order) :] + order[: r % len(order)]:
-            samples[name].append(_time(workloads[name], device, steps))
-    return samples
-
-
-def fastest_in_rounds(
-    workloads: dict[str, Callable[[], object]],
-    device: torch.device,
-    steps: int,
-    budget_s: float,
-    rounds: dict[str, list[float]] | None = None,
-) -> dict[str, float]:
-    """The fastest ms per step of each workload over ``timed_rounds``; ``rounds``, when given, keeps every
-    round's sample (the spread the probe judges and caches)."""
-    samples = timed_rounds(workloads, device, steps, budget_s)
-    if rounds is not None:
-        rounds.update(samples)
-    return {name: min(values) for name, values in samples.items()}
-
-
 def measure_compile(device: torch.device, precision: str, channels_last: bool, steps: int = 5) -> dict:
     eager = _workload(device, precision, channels_last)
     compiled = _workload(device, precision, channels_last, compiled=True)
@@ -213,11 +167,11 @@ def measure_compile(device: torch.device, precision: str, channels_last: bool, s
     eager()
     times: dict[str, list[float]] = {"eager": [], "compiled": []}
     for _ in range(3):
-        times["eager"].append(_time(eager, device, steps))
-        times["compiled"].append(_time(compiled, device, steps))
+        times["eager"].append(ms_per_call(eager, steps, device))
+        times["compiled"].append(ms_per_call(compiled, steps, device))
     return {
-        "eager_ms": statistics.median(times["eager"]),
-        "compiled_ms": statistics.median(times["compiled"]),
+        "eager_ms": median(times["eager"]),
+        "compiled_ms": median(times["compiled"]),
         "compile_s": compile_s,
     }
 
@@ -234,7 +188,7 @@ def matmul_peak_gflops(device: torch.device, precision: str, size: int = 2048, r
     b = torch.randn(size, size, generator=generator).to(device, dtype)
     for _ in range(3):
         a @ b
-    ms = min(_time(lambda: a @ b, device, 1) for _ in range(reps))
+    ms = min(ms_per_call(lambda: a @ b, 1, device) for _ in range(reps))
     return 2 * size**3 / (ms / 1e3) / 1e9
 
 
@@ -471,7 +425,7 @@ class SteadyState:
         if len(self.windows) >= STEADY_WINDOWS and self.steps >= STEADY_STEPS:
             self.done = True
             self.load.stop()
-            self._judge(statistics.median(self.windows))
+            self._judge(median(self.windows))
 
     def _judge(self, measured_ms: float) -> None:
         if not steady_state_off(measured_ms, self.predicted_ms):
