@@ -11,13 +11,11 @@ from typing import Any
 
 import torch
 
-from cnnbench.core.cache import cache_dir, locked
-from cnnbench.core.cache import read_json as _read
-from cnnbench.core.cache import write_json as _write
+from cnnbench.core.cache import cache_dir, cached_measurement
 from cnnbench.core.timing import fastest_in_rounds, sync
 from cnnbench.errors import CnnbenchError
 from cnnbench.fastpath.choice import BY_NAME, CACHE_FILE, CUDA_COMPILE_MODE, PROBE_BUDGET_S, candidate_name
-from cnnbench.fastpath.probe import _key_string, _workload, machine_key
+from cnnbench.fastpath.probe import _workload, machine_key
 
 log = logging.getLogger("cnnbench")
 
@@ -81,16 +79,13 @@ def probe_variants(
         "compile_mode": compile_mode,
     }
     path = cache_dir() / CACHE_FILE
-    with locked(path):
-        cache = _read(path)
-        entry = (cache.get("variants") or {}).get(_key_string(key))
-        if entry:
-            return {**entry, "cached": True}
+
+    def measure_now() -> dict[str, Any]:
         log.info("Measuring the fastest way to run the update on this GPU (once; cached in %s)...", path)
-        entry = {
+        return {
             **measure_variants(device, precision, channels_last, names, compile_mode),
             "measured_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         }
-        cache.setdefault("variants", {})[_key_string(key)] = entry
-        _write(path, cache)
-        return {**entry, "cached": False}
+
+    entry, cached = cached_measurement(path, "variants", key, measure_now)
+    return {**entry, "cached": cached}

@@ -5,7 +5,6 @@ GPU's precisions and layouts; the CUDA-only second stage is ``fastpath.cuda``.""
 from __future__ import annotations
 
 import contextlib
-import json
 import logging
 import platform
 import time
@@ -16,9 +15,7 @@ from typing import Any
 
 import torch
 
-from cnnbench.core.cache import cache_dir, locked
-from cnnbench.core.cache import read_json as _read
-from cnnbench.core.cache import write_json as _write
+from cnnbench.core.cache import cache_dir, cached_measurement, entry_name, locked, read_json, write_json
 from cnnbench.core.cpuload import BUSY_PCT, OtherLoad
 from cnnbench.core.device import autocast
 from cnnbench.core.timing import fastest_in_rounds, median, ms_per_call
@@ -74,10 +71,6 @@ def machine_key(device: torch.device) -> dict[str, Any]:
         name, flags = _cpu_info()
         key.update(cpu=name, flags=flags, threads=torch.get_num_threads())
     return key
-
-
-def _key_string(key: Mapping[str, Any]) -> str:
-    return json.dumps(key, sort_keys=True)
 
 
 # ----- measurement ----------------------------------------------------------------------------------
@@ -201,21 +194,22 @@ def probe(device: torch.device, reprobe: bool = False, announce: bool = True) ->
     """
     key = machine_key(device)
     path = cache_dir() / CACHE_FILE
-    with locked(path):
-        cache = _read(path)
-        entry = (cache.get("entries") or {}).get(_key_string(key))
-        if entry and not reprobe and not _measure_again(entry):
-            if entry.get("provisional"):
-                log.warning(provisional_message(entry))
-            return {**entry, "cached": True}
+
+    def measure_now() -> dict[str, Any]:
         if announce:
             log.info("Measuring the fastest settings for this machine (once; cached in %s)...", path)
         entry = {"machine": key, **measure_until_clean(device)}
         if entry["provisional"]:
             log.warning(provisional_message(entry))
-        cache.setdefault("entries", {})[_key_string(key)] = entry
-        _write(path, cache)
-        return {**entry, "cached": False}
+        return entry
+
+    def reuse(entry: Mapping[str, Any]) -> bool:
+        return not reprobe and not _measure_again(entry)
+
+    entry, cached = cached_measurement(path, "entries", key, measure_now, reuse)
+    if cached and entry.get("provisional"):
+        log.warning(provisional_message(entry))
+    return {**entry, "cached": cached}
 
 
 def measure_until_clean(device: torch.device) -> dict[str, Any]:
@@ -329,33 +323,28 @@ def _machine_idle(seconds: float = 0.5) -> bool:
 def mark_stale(device: torch.device, measured_at: str, reason: str) -> bool:
     """Mark this machine's cached answer measured at ``measured_at`` stale (the next start measures again);
     False when the cache holds another answer by now (measured again meanwhile) or none."""
-    key = _key_string(machine_key(device))
+    name = entry_name(machine_key(device))
     path = cache_dir() / CACHE_FILE
     with locked(path):
-        cache = _read(path)
-        entry = (cache.get("entries") or {}).get(key)
+        cache = read_json(path)
+        entry = (cache.get("entries") or {}).get(name)
         if not entry or entry.get("measured_at") != measured_at:
             return False
         entry["stale"] = {"reason": reason, "at": datetime.now(timezone.utc).isoformat(timespec="seconds")}
-        _write(path, cache)
+        write_json(path, cache)
         return True
 
 
 def probe_compile(device: torch.device, precision: str, channels_last: bool) -> dict[str, Any]:
     """Whether compiling pays on this machine (cached beside the probe)."""
     key = {**machine_key(device), "compile_for": candidate_name(precision, channels_last)}
-    path = cache_dir() / CACHE_FILE
-    with locked(path):
-        cache = _read(path)
-        entry = (cache.get("compile") or {}).get(_key_string(key))
-        if entry:
-            return entry
+
+    def measure_now() -> dict[str, Any]:
         log.info("Measuring whether torch.compile pays off on this machine (once; about a minute)...")
         result = measure_compile(device, precision, channels_last)
-        entry = {**result, "compile": choose_compile(result["eager_ms"], result["compiled_ms"])}
-        cache.setdefault("compile", {})[_key_string(key)] = entry
-        _write(path, cache)
-        return entry
+        return {**result, "compile": choose_compile(result["eager_ms"], result["compiled_ms"])}
+
+    return cached_measurement(cache_dir() / CACHE_FILE, "compile", key, measure_now)[0]
 
 
 # ----- the run's steady state against the probe's prediction ----------------------------------------
