@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The prepared GPU check (docs/performance.md, "The GPU check"): install cnnbench's missing dependencies
-# offline from the carried wheels, then run benchmarks/gpu_check.py, which writes summary.json,
-# summary.md, check.log (and report.png / report.md) into the output folder.
+# offline from the carried wheels, then run the check (python -m benchmarks.gpu_check), which writes
+# summary.json, summary.md, check.log (and report.png / report.md) into the output folder.
 #
 # Usage, from anywhere (it works in the checkout holding it):
 #   benchmarks/gpu_check.sh [--dry-run] [--out DIR] [--budget SECONDS]
@@ -9,7 +9,7 @@
 #   --out: default $OUT (the device tool's output folder), else ./gpu-check.
 # Environment: CNNBENCH_PYTHON (default python3), CNNBENCH_WHEELS (default .whl, filled by
 # benchmarks/fetch_gpu_wheels.sh), CNNBENCH_GPU_CHECK_WORK (scratch folder; default a new one in /tmp).
-# CNNBENCH_GPU_CHECK_STEPS: only these steps, comma-separated (gpu_check.py --steps; the others skipped).
+# CNNBENCH_GPU_CHECK_STEPS: only these steps, comma-separated (the check's --steps; the others skipped).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -60,5 +60,5 @@ install=$(printf '{"status": "%s", "seconds": %s, "reason": "%s", "commands": ["
 echo "install: $status in ${seconds}s ${reason}" >&2
 
 # 2. The check itself (it writes the summary whatever happens in its steps).
-exec "$python" benchmarks/gpu_check.py check --out "$out" --work "$work" --python "$python" \
+exec "$python" -m benchmarks.gpu_check check --out "$out" --work "$work" --python "$python" \
   --install "$install" "${args[@]}"

@@ -53,11 +53,11 @@ INFO = "cnnbench_wheel_probe-0.0.1.dist-info"
 
 
 def part(name: str = "") -> ModuleType:
-    """benchmarks/gpu_check.py (``part()``) or one of its parts (``part("summary")``:
-    gpu_check_summary.py), imported by name as the script imports them (its folder on sys.path)."""
-    if str(BENCHMARKS) not in sys.path:
-        sys.path.append(str(BENCHMARKS))
-    return importlib.import_module(f"gpu_check_{name}" if name else "gpu_check")
+    """The check's command line, benchmarks/gpu_check/__main__.py (``part()``), or one of its modules
+    (``part("summary")``), imported as ``python -m benchmarks.gpu_check`` from the checkout imports them."""
+    if str(ROOT) not in sys.path:
+        sys.path.append(str(ROOT))  # the checkout, as the current folder of `python -m`
+    return importlib.import_module(f"benchmarks.gpu_check.{name or '__main__'}")
 
 
 def tiny_wheel(folder: Path) -> Path:
@@ -376,12 +376,12 @@ def test_the_script_refuses_unknown_arguments(tmp_path):
 
 def test_the_script_refuses_a_step_it_does_not_have(tmp_path):
     result = subprocess.run(
-        [sys.executable, str(BENCHMARKS / "gpu_check.py"), "--dry-run", "--out", "out", "--work", "work"]
-        + ["--steps", "environment,frobnicate"],
+        [sys.executable, "-m", "benchmarks.gpu_check", "--dry-run", "--out", str(tmp_path / "out")]
+        + ["--work", str(tmp_path / "work"), "--steps", "environment,frobnicate"],
         capture_output=True,
         text=True,
         timeout=60,
-        cwd=tmp_path,
+        cwd=ROOT,
         env={**os.environ, "CNNBENCH_CACHE": str(tmp_path / "cache")},
     )
     assert result.returncode == 1 and "no step frobnicate; the steps: environment cuda_tests" in result.stderr

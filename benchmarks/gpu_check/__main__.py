@@ -1,8 +1,9 @@
 """The prepared GPU check: one command that measures cnnbench on a GPU and says what passed.
 
 Run through ``benchmarks/gpu_check.sh`` (it installs the carried wheels offline first), or directly once
-cnnbench imports. Steps, each with a time budget inside one total budget; a step that fails, or finds no
-time left, is recorded as such and the check goes on, so the summary is always written:
+cnnbench imports, from the top of the checkout: ``python -m benchmarks.gpu_check [--dry-run] ...``.
+Steps, each with a time budget inside one total budget; a step that fails, or finds no time left, is
+recorded as such and the check goes on, so the summary is always written:
 
 1. ``environment``: nvidia-smi, the GPU, driver, torch / CUDA / cuDNN / NCCL, the fast-path candidates;
 2. ``cuda_tests``: ``pytest -m cuda`` over the test files that hold cuda-marked tests;
@@ -18,16 +19,17 @@ time left, is recorded as such and the check goes on, so the summary is always w
 7. ``sweep_quick``: ``cnnbench train -m experiment=degradation_quick`` end to end, jobs sharing the GPU;
 8. ``report``: ``cnnbench report`` on that sweep.
 
-Then ``summary.json`` and ``summary.md`` (the issue's targets, measured, pass/fail, and the machine) in
-``--out``, beside ``check.log`` (every command, its exit code, time and output tail), ``report.png`` and
-``report.md``.
+Then ``summary.json`` and ``summary.md`` (cnnbench's performance targets, measured, pass/fail, and the
+machine) in ``--out``, beside ``check.log`` (every command, its exit code, time and output tail),
+``report.png`` and ``report.md``.
 
 ``--dry-run`` runs the same steps and command lines on the CPU with tiny sizes (``pytest --collect-only``
 instead of running the cuda tests, digits data, k = 1, 2, compilation disabled through
 ``TORCH_COMPILE_DISABLE``) in a minute or two: the default test suite runs it (tests/test_gpu_check.py),
 so the check cannot rot between GPU runs.
 
-A helper mode, ``gpu_check.py worker ...``, is one training process of the jobs-per-GPU measurement.
+A helper mode, ``python -m benchmarks.gpu_check worker ...``, is one training process of the
+jobs-per-GPU measurement.
 """
 
 from __future__ import annotations
@@ -41,20 +43,21 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
-from gpu_check_profiles import DRY_RUN, DRY_RUN_ENV, GPU, ROOT, STEPS_ENV, Profile
-from gpu_check_steps import GpuCheck
-from gpu_check_worker import worker
+from .profiles import DRY_RUN, DRY_RUN_ENV, GPU, STEPS_ENV, Profile
+from .steps import GpuCheck
+from .worker import worker
 
-# The parts, imported by name (this folder is sys.path[0] when the script runs): gpu_check_profiles (sizes,
-# targets), gpu_check_runner (steps within budgets, commands, check.log), gpu_check_steps (the steps),
-# gpu_check_outputs (reading what the commands wrote), gpu_check_summary (summary.json / summary.md) and
-# gpu_check_worker (the worker mode).
+# The parts: profiles (sizes, targets), runner (steps within budgets, commands, check.log), steps (the
+# steps), outputs (reading what the commands wrote), summary (summary.json / summary.md) and worker (the
+# worker mode).
 
 
 # ----- command line -------------------------------------------------------------------------------------
 def parse(argv: Sequence[str]) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+        prog="python -m benchmarks.gpu_check",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     sub = parser.add_subparsers(dest="mode")
     check = sub.add_parser("check", help="the check (the default)")
@@ -103,7 +106,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     work.mkdir(parents=True, exist_ok=True)
     steps = args.steps if args.steps is not None else os.environ.get(STEPS_ENV, "")
     only = steps.replace(",", " ").split() or None
-    sys.path.insert(0, str(ROOT))
     return GpuCheck(profile, out, work.resolve(), args.python, install_record(args.install), only).run()
 
 

@@ -11,7 +11,7 @@ import xml.etree.ElementTree as ET
 from pathlib import Path
 from typing import Any
 
-from gpu_check_runner import StepFailed
+from .runner import StepFailed
 
 
 def read_junit(path: Path) -> dict[str, Any]:

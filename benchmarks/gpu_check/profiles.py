@@ -1,5 +1,5 @@
-"""The GPU check's sizes and yardsticks: its constants, the issue's targets, and the two profiles (the GPU
-run and its CPU dry run), which differ only in sizes.
+"""The GPU check's sizes and yardsticks: its constants, cnnbench's performance targets, and the two
+profiles (the GPU run and its CPU dry run), which differ only in sizes.
 """
 
 from __future__ import annotations
@@ -8,7 +8,7 @@ import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]  # the checkout: benchmarks/gpu_check/ is two folders down
 SCHEMA_VERSION = 1
 PAPER_ITERS = 64_000  # iterations of one job of the paper's recipe
 SWEEP_DEPTHS = (20, 32, 44, 56)  # the 8-network sweep: plain and ResNet at each depth
@@ -20,7 +20,7 @@ REQUIRE_CUDA_ENV = "CNNBENCH_REQUIRE_CUDA"  # tests/test_cuda.py: fail instead o
 CUDA_MARK = re.compile(r"pytest\.mark\.cuda\b")
 TAIL_LINES = 25  # output lines of a command kept in check.log
 
-# The issue's targets, measured on the GPU (extrapolations from >= 500 timed steps after warm-up).
+# cnnbench's performance targets, measured on the GPU (extrapolations from >= 500 timed steps after warm-up).
 TARGETS: dict[str, tuple[str, float, str]] = {
     "resnet20_64k_s": ("ResNet-20, 64k iterations of batch 128: training time", 90.0, "s"),
     "resnet56_64k_s": ("ResNet-56, 64k iterations of batch 128: training time", 240.0, "s"),

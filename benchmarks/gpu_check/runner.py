@@ -19,8 +19,8 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from gpu_check_profiles import LOG_NAME, ROOT, SUMMARY_JSON, SUMMARY_MD, TAIL_LINES, Profile
-from gpu_check_summary import build_summary, summary_markdown
+from .profiles import LOG_NAME, ROOT, SUMMARY_JSON, SUMMARY_MD, TAIL_LINES, Profile
+from .summary import build_summary, summary_markdown
 
 
 @dataclass(frozen=True)
@@ -154,7 +154,7 @@ class CheckRunner:
         unknown = sorted(set(self.only or ()) - {s.name for s in plan})
         if unknown:
             raise SystemExit(
-                f"gpu_check.py: no step {', '.join(unknown)}; the steps: {' '.join(s.name for s in plan)}"
+                f"gpu_check: no step {', '.join(unknown)}; the steps: {' '.join(s.name for s in plan)}"
             )
         for i, step in enumerate(plan):
             if not self.selected(step):

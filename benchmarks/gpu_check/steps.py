@@ -13,7 +13,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from gpu_check_outputs import (
+from .outputs import (
     aggregate,
     best_k,
     best_sharing,
@@ -23,8 +23,8 @@ from gpu_check_outputs import (
     read_verbose,
     tail_of,
 )
-from gpu_check_profiles import CUDA_MARK, PAPER_ITERS, ROOT
-from gpu_check_runner import CheckRunner, Step, StepFailed, StepSkipped, stop_process
+from .profiles import CUDA_MARK, PAPER_ITERS, ROOT
+from .runner import CheckRunner, Step, StepFailed, StepSkipped, stop_process
 
 
 class GpuCheck(CheckRunner):
@@ -269,7 +269,8 @@ class GpuCheck(CheckRunner):
         for index in range(max(p.jobs_ks)):
             args = [
                 self.python,
-                "benchmarks/gpu_check.py",
+                "-m",
+                "benchmarks.gpu_check",
                 "worker",
                 "--dir",
                 str(folder),
@@ -375,7 +376,8 @@ class GpuCheck(CheckRunner):
         ks = [k for k in p.jobs_ks if k <= 4]  # one Python thread launches for all: more do not help
         done = self.python_command(
             [
-                "benchmarks/gpu_check.py",
+                "-m",
+                "benchmarks.gpu_check",
                 "worker",
                 "--streams",
                 "--phases",

@@ -9,10 +9,10 @@ from dataclasses import asdict
 from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Any
 
-from gpu_check_profiles import PAPER_ITERS, SCHEMA_VERSION, SWEEP_DEPTHS, TARGETS, Profile
+from .profiles import PAPER_ITERS, SCHEMA_VERSION, SWEEP_DEPTHS, TARGETS, Profile
 
 if TYPE_CHECKING:
-    from gpu_check_runner import StepResult
+    from .runner import StepResult
 
 
 def machine_of(env: dict[str, Any]) -> dict[str, Any]:

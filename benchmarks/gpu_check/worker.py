@@ -1,5 +1,5 @@
-"""``gpu_check.py worker``: one training process of the jobs-per-GPU measurement (or k models on k CUDA
-streams of one process).
+"""``python -m benchmarks.gpu_check worker``: one training process of the jobs-per-GPU measurement (or
+k models on k CUDA streams of one process).
 """
 
 from __future__ import annotations
@@ -8,20 +8,16 @@ import argparse
 import contextlib
 import json
 import os
-import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
-
-from gpu_check_profiles import ROOT
 
 
 def worker(args: argparse.Namespace) -> int:
     """Build the parts, warm up, then train in the phases it belongs to (index < k), each phase started
     by the driver's ``start-<k>.json`` (a wall-clock time), for ``seconds``; ``--streams``: k models on
     their own CUDA streams in this one process instead, results printed as JSON."""
-    sys.path.insert(0, str(ROOT))
     import torch
 
     from cnnbench.commands.bench import compose_config
