@@ -16,7 +16,7 @@ from typer.testing import CliRunner
 
 from cnnbench.cli import app
 from cnnbench.diagnostics import landscape as landscape_mod
-from cnnbench.diagnostics.landscape import filter_normalized_direction
+from cnnbench.diagnostics.landscape_grid import filter_normalized_direction
 from cnnbench.diagnostics.responses import is_conv3x3, response_layers
 from cnnbench.engine.trained import load_trained
 from cnnbench.models import build_model

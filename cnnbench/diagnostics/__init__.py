@@ -4,7 +4,8 @@
   layer's response) and the per-layer gradient norms of one fixed batch, at the final weights and, with
   ``--at-init``, at initialization.
 - ``landscape.py``: ``cnnbench landscape`` -- Li et al. 2018 loss surfaces along filter-normalized
-  random directions, resumable point by point.
+  random directions, resumable point by point; ``landscape_plan.py`` (the checks), ``landscape_grid.py``
+  (the computation), ``landscape_files.py`` (its CSV and JSON) and ``landscape_display.py`` beside it.
 - ``figures.py``: the matplotlib figures of both.
 - ``runs.py``: loading several runs for one comparison (labels, same dataset, where outputs go).
 
