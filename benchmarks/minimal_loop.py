@@ -26,7 +26,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from cnnbench.commands.bench import compose_config, measure  # noqa: E402
-from cnnbench.fastpath.probe import machine_key  # noqa: E402
+from cnnbench.fastpath.machine import machine_key  # noqa: E402
 
 SETTINGS = {"auto": [], "cl": ["trainer.channels_last=true"], "nchw": ["trainer.channels_last=false"]}
 

@@ -10,7 +10,7 @@ from conftest import TINY
 
 from cnnbench.core import cache
 from cnnbench.errors import CnnbenchError
-from cnnbench.fastpath import choice, cuda, probe
+from cnnbench.fastpath import choice, cuda, probe, workload
 from cnnbench.fastpath import resolve as fastpath
 from cnnbench.fastpath.choice import choose, choose_compile
 from cnnbench.fastpath.resolve import resolve
@@ -138,8 +138,8 @@ def test_a_run_records_its_fast_path_and_a_resume_reuses_it(fake_machine, tmp_pa
 
 def test_the_real_probe_measures_every_candidate_within_its_budget(monkeypatch, tmp_path):
     monkeypatch.setenv(cache.CACHE_ENV, str(tmp_path))
-    timings = probe.measure(CPU, budget_s=0.0, steps=1)  # one round: the real step, the real models
-    assert set(timings) == set(probe.candidates(CPU)) and all(ms > 0 for ms in timings.values())
+    timings = workload.measure(CPU, budget_s=0.0, steps=1)  # one round: the real step, the real models
+    assert set(timings) == set(workload.candidates(CPU)) and all(ms > 0 for ms in timings.values())
     assert choose(timings) in timings
 
 

@@ -16,7 +16,7 @@ import torch
 from conftest import TINY
 
 from cnnbench.core import cache, cpuload, timing
-from cnnbench.fastpath import choice, probe
+from cnnbench.fastpath import choice, probe, steady, workload
 from cnnbench.fastpath.resolve import resolve
 
 CPU = torch.device("cpu")
@@ -46,8 +46,14 @@ class Busy(Load):
     PCT = 34.0  # a third of a core: under the earlier 50% threshold, over BUSY_PCT
 
 
+def other_load(monkeypatch, load: type[Load]) -> None:
+    """Other processes' load as ``load`` reads it, for the probe and for a run's steady-state check."""
+    monkeypatch.setattr(probe, "OtherLoad", load)
+    monkeypatch.setattr(steady, "OtherLoad", load)
+
+
 class Step:
-    """A candidate's stand-in workload: nothing runs, ``timing.ms_per_call`` reads its scripted timings by name."""
+    """A candidate's stand-in workload: nothing runs; ``timing.ms_per_call`` reads its timings by name."""
 
     def __init__(self, name: str) -> None:
         self.name = name
@@ -72,12 +78,12 @@ def machine(monkeypatch, tmp_path):
         state["timed"] += 1
         return state["script"][step.name].pop(0)
 
-    monkeypatch.setattr(probe, "candidates", lambda device: [CL, NCHW])
+    monkeypatch.setattr(workload, "candidates", lambda device: [CL, NCHW])
     monkeypatch.setattr(
-        probe, "_workload", lambda device, precision, layout: Step(choice.candidate_name(precision, layout))
+        workload, "workload", lambda device, precision, layout: Step(choice.candidate_name(precision, layout))
     )
     monkeypatch.setattr(timing, "ms_per_call", timed)
-    monkeypatch.setattr(probe, "OtherLoad", Quiet)
+    other_load(monkeypatch, Quiet)
     no_waiting(monkeypatch)
     return state
 
@@ -167,7 +173,7 @@ def fake_measure(monkeypatch, tmp_path):
 def test_a_probe_beside_load_is_provisional_and_measured_again_at_the_next_idle_start(
     fake_measure, monkeypatch, caplog
 ):
-    monkeypatch.setattr(probe, "OtherLoad", Busy)
+    other_load(monkeypatch, Busy)
     with caplog.at_level("WARNING", logger="cnnbench"):
         chosen = resolve(AUTO, CPU)
     # Measured again (bounded: PROBE_TRIES in all), still busy: used for this run, marked provisional.
@@ -193,7 +199,7 @@ def test_a_probe_beside_load_is_provisional_and_measured_again_at_the_next_idle_
     assert again.chosen_by == "cache" and again.probe_record["provisional"] and fake_measure["measured"] == 3
     assert any("Provisional" in r.getMessage() for r in caplog.records)
     # A start that finds the machine idle measures again: one clean try, cached as final.
-    monkeypatch.setattr(probe, "OtherLoad", Quiet)
+    other_load(monkeypatch, Quiet)
     idle = resolve(AUTO, CPU)
     assert idle.chosen_by == "probe" and fake_measure["measured"] == 4
     assert cached_entry()["provisional"] is False and cached_entry()["other_cpu_pct"] == 1.0
@@ -201,7 +207,7 @@ def test_a_probe_beside_load_is_provisional_and_measured_again_at_the_next_idle_
 
 
 def test_retries_stop_at_the_time_budget(fake_measure, monkeypatch):
-    monkeypatch.setattr(probe, "OtherLoad", Busy)
+    other_load(monkeypatch, Busy)
     fake_measure["try_s"] = 14.0  # a busy machine's try overruns its budget (the warm-up is not in it)
     entry = probe.probe(CPU)
     # Tries start at 0 and 14 s; a third would start at 28 s and could end after PROBE_TOTAL_S (30 s).
@@ -210,7 +216,7 @@ def test_retries_stop_at_the_time_budget(fake_measure, monkeypatch):
 
 
 def test_a_cached_answer_of_the_previous_version_is_measured_again(fake_measure, monkeypatch):
-    monkeypatch.setattr(probe, "OtherLoad", Quiet)
+    other_load(monkeypatch, Quiet)
     old_key = {**probe.machine_key(CPU), "probe": 1}
     path = cache.cache_dir() / choice.CACHE_FILE
     path.parent.mkdir(parents=True)
@@ -245,15 +251,15 @@ def warnings_in(caplog) -> list[str]:
     return [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING]
 
 
-def windows(check: probe.SteadyState, step_ms: float, every: int = 100, count: int = 6) -> None:
+def windows(check: steady.SteadyState, step_ms: float, every: int = 100, count: int = 6) -> None:
     for iteration in range(every, every * (count + 1), every):
         check.window(iteration, 1e3 * 128 / step_ms)
 
 
 def test_a_run_far_slower_than_predicted_marks_the_probe_stale_once(fake_measure, monkeypatch, caplog):
-    monkeypatch.setattr(probe, "OtherLoad", Quiet)
+    other_load(monkeypatch, Quiet)
     chosen = resolve(AUTO, CPU)  # bf16/channels_last at 141 ms, cached as final
-    check = probe.SteadyState.for_run(reference_parts(chosen))
+    check = steady.SteadyState.for_run(reference_parts(chosen))
     assert check is not None and check.predicted_ms == 141.0
     with caplog.at_level("WARNING", logger="cnnbench"):
         windows(check, 330.0)
@@ -271,14 +277,14 @@ def test_a_run_far_slower_than_predicted_marks_the_probe_stale_once(fake_measure
 def test_a_run_near_its_prediction_or_slowed_by_load_leaves_the_probe_alone(
     fake_measure, monkeypatch, caplog
 ):
-    monkeypatch.setattr(probe, "OtherLoad", Quiet)
+    other_load(monkeypatch, Quiet)
     chosen = resolve(AUTO, CPU)
     with caplog.at_level("WARNING", logger="cnnbench"):
-        windows(probe.SteadyState.for_run(reference_parts(chosen)), 155.0)  # the loop's usual +10%
+        windows(steady.SteadyState.for_run(reference_parts(chosen)), 155.0)  # the loop's usual +10%
     assert warnings_in(caplog) == [] and "stale" not in cached_entry()
-    monkeypatch.setattr(probe, "OtherLoad", Busy)  # the run's own windows beside another job
+    other_load(monkeypatch, Busy)  # the run's own windows beside another job
     with caplog.at_level("WARNING", logger="cnnbench"):
-        windows(probe.SteadyState.for_run(reference_parts(chosen)), 330.0)
+        windows(steady.SteadyState.for_run(reference_parts(chosen)), 330.0)
     (said,) = warnings_in(caplog)
     assert "other processes used 34% of a core meanwhile" in said and "stale" not in cached_entry()
 
@@ -286,15 +292,15 @@ def test_a_run_near_its_prediction_or_slowed_by_load_leaves_the_probe_alone(
 def test_the_steady_state_check_is_for_the_probes_own_workload_only(fake_measure, monkeypatch):
     import dataclasses
 
-    monkeypatch.setattr(probe, "OtherLoad", Quiet)
+    other_load(monkeypatch, Quiet)
     chosen = resolve(AUTO, CPU)
-    assert probe.SteadyState.for_run(reference_parts(chosen)) is not None
-    assert probe.SteadyState.for_run(reference_parts(chosen, cfg={"depth": 56})) is None
-    assert probe.SteadyState.for_run(reference_parts(chosen, batch_size=256)) is None
+    assert steady.SteadyState.for_run(reference_parts(chosen)) is not None
+    assert steady.SteadyState.for_run(reference_parts(chosen, cfg={"depth": 56})) is None
+    assert steady.SteadyState.for_run(reference_parts(chosen, batch_size=256)) is None
     recorded = dataclasses.replace(chosen, chosen_by="recorded")  # a resume: no probe answer read
-    assert probe.SteadyState.for_run(reference_parts(recorded)) is None
+    assert steady.SteadyState.for_run(reference_parts(recorded)) is None
     # The warm-up windows are left out: nothing is judged before 3 windows and 50 steps after it.
-    check = probe.SteadyState.for_run(reference_parts(chosen))
+    check = steady.SteadyState.for_run(reference_parts(chosen))
     windows(check, 330.0, every=10, count=6)
     assert not check.done and len(check.windows) == 4 and check.steps == 40
 
@@ -305,19 +311,19 @@ def test_a_training_run_feeds_its_logging_windows_to_the_check(fake_measure, mon
     from cnnbench.commands.bench import compose_config
     from cnnbench.engine.trainer import run
 
-    monkeypatch.setattr(probe, "OtherLoad", Quiet)
-    monkeypatch.setattr(probe, "STEADY_SKIP_ITERS", 5)
-    monkeypatch.setattr(probe, "STEADY_STEPS", 10)
+    other_load(monkeypatch, Quiet)
+    monkeypatch.setattr(steady, "STEADY_SKIP_ITERS", 5)
+    monkeypatch.setattr(steady, "STEADY_STEPS", 10)
     fed = []
 
     def for_run(parts):
         fp = parts.fast_path
-        check = probe.SteadyState(parts.device, "fp32/channels_last", 1e-3, fp.probe_record["measured_at"])
+        check = steady.SteadyState(parts.device, "fp32/channels_last", 1e-3, fp.probe_record["measured_at"])
         real = check.window
         check.window = lambda iteration, img_per_s: (fed.append(iteration), real(iteration, img_per_s))
         return check
 
-    monkeypatch.setattr(probe.SteadyState, "for_run", staticmethod(for_run))
+    monkeypatch.setattr(steady.SteadyState, "for_run", staticmethod(for_run))
     # fp32 fixed, the layout measured (the probe's answer is read): windows of 5 iterations up to 20.
     cfg = compose_config([*TINY, "trainer.precision=fp32", "trainer.eval_every=20", "trainer.ckpt_every=20"])
     with caplog.at_level("WARNING", logger="cnnbench"):
@@ -352,7 +358,7 @@ def test_a_real_probe_beside_a_spinning_process_sees_the_load_and_caches_no_fina
 ):
     monkeypatch.setenv(cache.CACHE_ENV, str(tmp_path / "cache"))
     # One short try of two candidates: what is tested is the load reading (the retries are scripted above).
-    monkeypatch.setattr(probe, "candidates", lambda device: ["fp32/channels_last", "fp32/nchw"])
+    monkeypatch.setattr(workload, "candidates", lambda device: ["fp32/channels_last", "fp32/nchw"])
     monkeypatch.setattr(probe, "PROBE_BUDGET_S", 2.0)  # a window long enough to judge (MIN_WINDOW_S)
     monkeypatch.setattr(probe, "PROBE_TRIES", 1)
     spinner = subprocess.Popen([sys.executable, "-c", SPINNER], stdin=subprocess.PIPE, stdout=subprocess.PIPE)

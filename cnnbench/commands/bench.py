@@ -48,7 +48,7 @@ import torch
 from cnnbench.core.cpuload import BUSY_PCT, OtherLoad
 from cnnbench.core.timing import elapsed_s, median, ms_per_call
 from cnnbench.errors import CnnbenchError
-from cnnbench.fastpath.probe import matmul_peak_gflops
+from cnnbench.fastpath.workload import matmul_peak_gflops
 
 BENCH_OPTIONS = {"iters": int, "warmup": int, "repeats": int, "window": float, "eval_images": int}
 DEFAULT_WARMUP = 3

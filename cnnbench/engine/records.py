@@ -16,7 +16,7 @@ from cnnbench.core.numerics import bn_images, describe, tf32_active
 from cnnbench.engine.gpus import sharing_record
 from cnnbench.engine.parts import Parts, model_options_of
 from cnnbench.engine.state import RunState
-from cnnbench.fastpath.probe import SteadyState
+from cnnbench.fastpath.steady import SteadyState
 from cnnbench.runs.continuation import close_attempt, open_attempt
 from cnnbench.runs.files import (
     ENV_NAME,

@@ -15,7 +15,8 @@ from cnnbench.core.cache import cache_dir, cached_measurement
 from cnnbench.core.timing import fastest_in_rounds, sync
 from cnnbench.errors import CnnbenchError
 from cnnbench.fastpath.choice import BY_NAME, CACHE_FILE, CUDA_COMPILE_MODE, PROBE_BUDGET_S, candidate_name
-from cnnbench.fastpath.probe import _workload, machine_key
+from cnnbench.fastpath.machine import machine_key
+from cnnbench.fastpath.workload import workload
 
 log = logging.getLogger("cnnbench")
 
@@ -43,7 +44,7 @@ def measure_variants(
     for name in names:
         v = BY_NAME[name]
         try:
-            step = _workload(
+            step = workload(
                 device,
                 precision,
                 channels_last,
