@@ -28,7 +28,7 @@ from omegaconf import OmegaConf
 import cnnbench
 from cnnbench.core.config import conf_dir
 from cnnbench.errors import CnnbenchError
-from cnnbench.runs.values import leaves
+from cnnbench.runs.value_checks import leaves
 
 # Hydra's command-line spelling of each bad value (it parses them: "nan" is a float, "''" the empty string).
 BAD_VALUES = {

@@ -61,7 +61,7 @@ def check_config(cfg: DictConfig) -> None:
     from cnnbench.core.schedule import make_lr_schedule
     from cnnbench.data.augment import check_augment
     from cnnbench.models.registry import check_depth, get_model_spec
-    from cnnbench.runs.values import check_by_construction, check_values
+    from cnnbench.runs.value_checks import check_by_construction, check_values
 
     try:
         plain = OmegaConf.to_container(cfg, resolve=True)
