@@ -88,7 +88,9 @@ def test_batches_cover_each_epoch_once_and_resume_exactly():
 
 
 class _BatchAugmentBeforeOptions:
-    """``BatchAugment.__call__`` as it was before the optional ops (issue 12), copied verbatim."""
+    """``BatchAugment.__call__`` with crop, flip and normalization only, as it was before the optional ops
+    (scale/ratio crops, color jitter, policies) existed, copied verbatim: the default presets must still
+    give these exact images."""
 
     def __init__(self, mean, std, padding, flip, generator, memory_format=torch.channels_last):
         self.mean, self.std = mean, std

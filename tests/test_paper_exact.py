@@ -1,4 +1,4 @@
-"""Paper-exact switches (issue 15): ghost BatchNorm, the error-based warm-up rule, numerics=paper, records.
+"""Paper-exact switches: ghost BatchNorm, the error-based warm-up rule, numerics=paper, and what runs record.
 
 Unit tests of ``GhostBatchNorm2d`` against ``nn.BatchNorm2d`` and ``F.batch_norm`` per group, of the
 warm-up rule as a function of what it observes, then short digits runs (in-process, one CPU thread, so
