@@ -7,13 +7,13 @@ import json
 import pytest
 import torch
 from conftest import TINY
+from fastpath_requests import NOT_FUSED, resolve
 
 from cnnbench.core import cache
 from cnnbench.errors import CnnbenchError
 from cnnbench.fastpath import choice, cuda, probe, workload
-from cnnbench.fastpath import resolve as fastpath
+from cnnbench.fastpath import request as fastpath_request
 from cnnbench.fastpath.choice import choose, choose_compile
-from cnnbench.fastpath.resolve import resolve
 
 CPU = torch.device("cpu")
 # Faked timings (ms per ResNet-20 update) of three kinds of machine seen by this project.
@@ -132,7 +132,7 @@ def test_a_run_records_its_fast_path_and_a_resume_reuses_it(fake_machine, tmp_pa
     fake_machine["timings"] = FP32_WINS
     cache.cache_dir().joinpath(choice.CACHE_FILE).unlink()  # a probe now would say fp32
     resumed = Trainer(cfg, tmp_path, resume=True)
-    assert resumed.parts.precision == "bf16" and resumed.parts.fast_path.chosen_by == "recorded"
+    assert resumed.parts.fast_path.precision == "bf16" and resumed.parts.fast_path.chosen_by == "recorded"
     assert fake_machine["measured"] == 1
 
 
@@ -226,7 +226,7 @@ def fake_gpu(monkeypatch, tmp_path):
 
     monkeypatch.setattr(probe, "machine_key", machine_key)
     monkeypatch.setattr(cuda, "machine_key", machine_key)
-    monkeypatch.setattr(fastpath, "resolve_precision", lambda name, device: name)
+    monkeypatch.setattr(fastpath_request, "resolve_precision", lambda name, device: name)
     monkeypatch.setattr(probe, "measure", lambda device, **kwargs: dict(CUDA_PRECISION))
     monkeypatch.setattr(cuda, "measure_variants", measure_variants)
     return state
@@ -282,15 +282,15 @@ def test_on_a_gpu_explicit_graph_settings_win(fake_gpu):
     with pytest.raises(CnnbenchError, match="fp16"):
         resolve({**AUTO, "precision": "fp16", "cuda_graphs": True}, CUDA)
     with pytest.raises(CnnbenchError, match="one process"):
-        resolve({**AUTO, "cuda_graphs": True}, CUDA, graphs_ok=False)
+        resolve({**AUTO, "cuda_graphs": True}, CUDA, distributed=True)
     with pytest.raises(CnnbenchError, match="fused"):
         resolve({**AUTO, "cuda_graphs": True, "fused_optimizer": False}, CUDA)
     with pytest.raises(CnnbenchError, match="Inductor's own"):
         resolve({**AUTO, "cuda_graphs": True, "compile": True, "compile_mode": "reduce-overhead"}, CUDA)
     # Where the run cannot be captured, auto never picks a graph (and the optimizer without a fused
     # implementation stays as it is).
-    assert not resolve(AUTO, CUDA, graphs_ok=False).cuda_graphs
-    plain = resolve(AUTO, CUDA, fused_ok=False, graphs_ok=False)
+    assert not resolve(AUTO, CUDA, distributed=True).cuda_graphs
+    plain = resolve(AUTO, CUDA, optimizer=NOT_FUSED)
     assert (plain.fused_optimizer, plain.cuda_graphs) == (False, False)
 
 

@@ -14,10 +14,10 @@ from types import SimpleNamespace
 import pytest
 import torch
 from conftest import TINY
+from fastpath_requests import resolve
 
 from cnnbench.core import cache, cpuload, timing
 from cnnbench.fastpath import choice, probe, steady, workload
-from cnnbench.fastpath.resolve import resolve
 
 CPU = torch.device("cpu")
 AUTO = {"precision": "auto", "channels_last": "auto", "compile": "auto", "max_iters": 100}

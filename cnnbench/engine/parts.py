@@ -20,7 +20,7 @@ from omegaconf import DictConfig, OmegaConf
 from cnnbench.core.device import autocast, resolve_device
 from cnnbench.core.distributed import DistContext, context, init
 from cnnbench.core.numerics import set_tf32
-from cnnbench.core.optim import build_optimizer, supports_fused
+from cnnbench.core.optim import build_optimizer
 from cnnbench.core.rng import seed_everything
 from cnnbench.core.schedule import LrSchedule
 from cnnbench.data import load_dataset
@@ -31,6 +31,7 @@ from cnnbench.engine.gpus import job_device
 from cnnbench.errors import CnnbenchError
 from cnnbench.fastpath.choice import FastPath
 from cnnbench.fastpath.compilecache import SWEEP_CACHE_DIR, use_shared_cache
+from cnnbench.fastpath.request import FastPathRequest
 from cnnbench.fastpath.resolve import resolve
 from cnnbench.models import build_model
 from cnnbench.models.ghostbn import use_ghost_bn
@@ -151,18 +152,18 @@ def resolve_fast_path(
     sweep_record: Path | None = None,
 ) -> FastPath:
     """``cnnbench.fastpath.resolve.resolve`` on rank 0, shared with the other ranks (one choice per run)."""
-    trainer = OmegaConf.to_container(cfg.trainer, resolve=True)
-    # Fused needs an optimizer class with a fused implementation; a CUDA graph also one process (DDP's
-    # all-reduce hooks would need their own warm-up and capture rules) and a model whose forward makes no
-    # host-side choice (stochastic depth flips a coin per batch on the host: a graph would freeze it).
-    fused_ok = supports_fused(cfg.optimizer)
-    host_random = float(model_options_of(cfg).get("stochastic_depth", 1.0) or 1.0) < 1.0
-    options = {"fused_ok": fused_ok, "graphs_ok": fused_ok and not dist.enabled and not host_random}
+
+    def resolved() -> FastPath:
+        request = FastPathRequest.from_config(
+            cfg, recorded, sweep_record, device=device, distributed=dist.enabled
+        )
+        return resolve(request)
+
     if not dist.enabled:
-        return resolve(trainer, device, recorded=recorded, sweep_record=sweep_record, **options)
+        return resolved()
     import torch.distributed as torch_dist
 
-    shared = [resolve(trainer, device, recorded, sweep_record, **options).record() if dist.is_main else None]
+    shared = [resolved().record() if dist.is_main else None]
     torch_dist.broadcast_object_list(shared, src=0)
     return FastPath(**shared[0])
 

@@ -22,28 +22,18 @@ once. A probe measured beside other work, or whose rounds disagree, is measured 
 times; if it stays noisy its answer is used provisionally and measured again at a later idle start
 (``probe.measure_until_clean``). A run records what it used (env.json, checkpoint, TensorBoard hparams);
 a resume reuses that record and never probes; the jobs of one sweep share the first job's choice
-(``fastpath.json`` in the sweep folder); an explicit setting always wins.
+(``fastpath.json`` in the sweep folder); an explicit setting always wins. What a run asks is read from its
+config once, into a ``request.FastPathRequest``; ``resolve`` answers it.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from dataclasses import replace
-from pathlib import Path
-from typing import Any
 
-import torch
-
-from cnnbench.core.cache import locked
-from cnnbench.core.cache import read_json as _read
-from cnnbench.core.cache import write_json as _write
-from cnnbench.core.device import CPU_COMPILE_MIN_ITERS, CUDA_COMPILE_MIN_ITERS, resolve_precision
-from cnnbench.errors import CnnbenchError
+from cnnbench.core.cache import locked, read_json, write_json
+from cnnbench.core.device import CPU_COMPILE_MIN_ITERS, CUDA_COMPILE_MIN_ITERS
 from cnnbench.fastpath.choice import (
     BY_NAME,
-    COMPILE_MODES,
-    CPU_COMPILE_MODE,
-    CUDA_COMPILE_MODE,
     INDUCTOR_GRAPH_MODES,
     RECORDED_COMPILE_MODE,
     FastPath,
@@ -55,143 +45,50 @@ from cnnbench.fastpath.choice import (
 )
 from cnnbench.fastpath.cuda import probe_variants
 from cnnbench.fastpath.probe import probe, probe_compile
+from cnnbench.fastpath.request import FastPathRequest
 
 # What a run records of the probe answer it used (env.json ``fast_path.probe_record``): when it was measured
 # (its cache entry, for the steady-state check), whether it was provisional, and the noise it was measured in.
 PROBE_RECORD_KEYS = ("measured_at", "provisional", "other_cpu_pct", "spread_pct")
 
 
-def _explicit(key: str, value: Any) -> bool | None:
-    """``trainer.<key>``: None for ``auto`` (measure), else the boolean given."""
-    if value == "auto":
-        return None
-    if isinstance(value, bool):
-        return value
-    raise CnnbenchError(f"trainer.{key}={value!r} must be auto, true or false.")
-
-
-def _compile_mode(value: Any, device: torch.device) -> str:
-    """``trainer.compile_mode``: auto -> the device's mode (see CPU_COMPILE_MODE), or a torch.compile mode."""
-    value = str(value)
-    if value == "auto":
-        return CUDA_COMPILE_MODE if device.type == "cuda" else CPU_COMPILE_MODE
-    if value not in COMPILE_MODES:
-        raise CnnbenchError(
-            f"trainer.compile_mode={value!r} is not a torch.compile mode; use auto or one of "
-            f"{', '.join(COMPILE_MODES)}."
-        )
-    return value
-
-
-def _check_graph_settings(
-    device: torch.device,
-    precision: str,
-    graphs: bool | None,
-    fused: bool | None,
-    compile_flag: bool | None,
-    compile_mode: str,
-    *,
-    fused_ok: bool,
-    graphs_ok: bool,
-) -> None:
-    """Explicit settings that cannot run together: one clear error each, before anything is built."""
-    if fused and not fused_ok:
-        raise CnnbenchError(
-            "trainer.fused_optimizer=true but the optimizer has no fused implementation; use "
-            "optimizer=sgd, adam or adamw, or set trainer.fused_optimizer=auto."
-        )
-    if not graphs:
-        return
-    reason = None
-    if device.type != "cuda":
-        reason = "CUDA graphs need a CUDA GPU"
-    elif fused is False:
-        reason = "a captured update needs the fused optimizer (trainer.fused_optimizer=false)"
-    elif precision == "fp16":
-        reason = "fp16's GradScaler checks for infinities on the host"
-    elif not graphs_ok:
-        reason = (
-            "they need one process (no torchrun), an optimizer with a fused implementation (sgd, adam, "
-            "adamw) and a model without stochastic depth (a per-batch coin flip on the host)"
-        )
-    elif compile_flag and compile_mode in INDUCTOR_GRAPH_MODES:
-        reason = f"trainer.compile_mode={compile_mode} already captures Inductor's own CUDA graphs"
-    if reason:
-        raise CnnbenchError(
-            f"trainer.cuda_graphs=true cannot run here: {reason}. Set trainer.cuda_graphs=auto."
-        )
-
-
-def resolve(
-    trainer: Mapping[str, Any],
-    device: torch.device,
-    recorded: Mapping[str, Any] | None = None,
-    sweep_record: Path | None = None,
-    *,
-    fused_ok: bool = True,
-    graphs_ok: bool = True,
-) -> FastPath:
-    """The settings for a run: explicit config > the run's record (resume) > the sweep's > the probe.
-
-    ``trainer`` is the ``trainer`` config section; ``recorded`` the fast path a resumed run trained with;
-    ``sweep_record`` the sweep's ``fastpath.json`` (written by its first job, read by the others).
-    ``fused_ok``: the optimizer has a fused implementation; ``graphs_ok``: the run can be captured (one
-    process, a fused optimizer, no host-side randomness in the model).
-    """
-    precision = str(trainer.get("precision", "auto"))
-    resolve_precision(precision, device)  # names and device support, one clear error
-    layout = _explicit("channels_last", trainer.get("channels_last", "auto"))
-    compile_flag = _explicit("compile", trainer.get("compile", "auto"))
-    graphs_flag = _explicit("cuda_graphs", trainer.get("cuda_graphs", "auto"))
-    fused_flag = _explicit("fused_optimizer", trainer.get("fused_optimizer", "auto"))
-    mode = _compile_mode(trainer.get("compile_mode", "auto"), device)
-    max_iters = int(trainer.get("max_iters", 0))
-    _check_graph_settings(
-        device, precision, graphs_flag, fused_flag, compile_flag, mode, fused_ok=fused_ok, graphs_ok=graphs_ok
-    )
-    cuda = device.type == "cuda"
-    graphs_ok = graphs_ok and cuda and (mode not in INDUCTOR_GRAPH_MODES or compile_flag is False)
+def resolve(request: FastPathRequest) -> FastPath:
+    """The settings for a run: explicit config > the run's record (resume) > the sweep's > the probe."""
+    r = request
+    cuda = r.device.type == "cuda"
+    graphs_ok = r.graphs_ok and cuda and (r.mode not in INDUCTOR_GRAPH_MODES or r.compile is False)
+    graphs_flag, fused_flag = r.cuda_graphs, r.fused_optimizer
     if not cuda:
         # The CPU default stays what it was: no graphs, the optimizer's own (foreach) implementation.
         graphs_flag = False
         fused_flag = False if fused_flag is None else fused_flag
-    if recorded:
-        return _from_record(
-            recorded,
-            precision,
-            layout,
-            compile_flag,
-            graphs_flag,
-            fused_flag,
-            trainer,
-            device,
-            fused_ok=fused_ok,
-            graphs_ok=graphs_ok,
-        )
-    fixed = None not in (layout, compile_flag, graphs_flag, fused_flag)
-    if precision != "auto" and fixed:
+    if r.recorded:
+        return _from_record(r, graphs_flag, fused_flag, graphs_ok)
+    fixed = None not in (r.channels_last, r.compile, graphs_flag, fused_flag)
+    if r.precision != "auto" and fixed:
         return FastPath(
-            precision,
-            layout,
-            compile_flag,
+            r.precision,
+            r.channels_last,
+            r.compile,
             chosen_by="config",
             cuda_graphs=graphs_flag,
             fused_optimizer=fused_flag,
-            compile_mode=mode,
+            compile_mode=r.mode,
         )
-    if sweep_record is not None:
-        with locked(sweep_record):
-            shared = _read(sweep_record)
+    if r.sweep_record is not None:
+        with locked(r.sweep_record):
+            shared = read_json(r.sweep_record)
             if not shared:
-                shared = resolve(trainer, device, fused_ok=fused_ok, graphs_ok=graphs_ok).record()
-                _write(sweep_record, shared)
-        chosen = resolve(trainer, device, recorded=shared, fused_ok=fused_ok, graphs_ok=graphs_ok)
+                shared = resolve(replace(r, sweep_record=None)).record()
+                write_json(r.sweep_record, shared)
+        chosen = resolve(replace(r, recorded=shared, sweep_record=None))
         return replace(chosen, chosen_by="sweep")
 
     # Both fixed by the config: nothing for the precision/layout probe to choose (it costs ~10 s on a
     # CPU); compiling and the CUDA update variants are still decided below.
+    precision, layout = r.precision, r.channels_last
     probed = precision == "auto" or layout is None
-    result = probe(device) if probed else {"timings_ms": {}}
+    result = probe(r.device) if probed else {"timings_ms": {}}
     no_fp16 = graphs_flag is True  # a captured update cannot use fp16's GradScaler
     if not probed:
         chosen_precision, chosen_layout = precision, bool(layout)
@@ -210,25 +107,22 @@ def resolve(
             fallback = (precision if precision != "auto" else "fp32", True if layout is None else layout)
             chosen_precision, chosen_layout = parse_candidate(choose(timings)) if timings else fallback
     variant_timings: dict[str, float] = {}
+    compile_flag = r.compile
     if cuda:
         variant, variant_timings = _cuda_variant(
-            device,
+            r,
             chosen_precision,
             chosen_layout,
-            compile_flag,
             graphs_flag,
             fused_flag,
-            mode,
-            max_iters,
-            fused_ok=fused_ok,
             graphs_ok=graphs_ok and chosen_precision != "fp16",
         )
         compile_flag, graphs, fused = variant.compile, variant.graphs, variant.fused
     else:
         graphs, fused = False, bool(fused_flag)
         if compile_flag is None:
-            if max_iters >= CPU_COMPILE_MIN_ITERS:
-                compile_flag = bool(probe_compile(device, chosen_precision, chosen_layout)["compile"])
+            if r.max_iters >= CPU_COMPILE_MIN_ITERS:
+                compile_flag = bool(probe_compile(r.device, chosen_precision, chosen_layout)["compile"])
             else:
                 compile_flag = False  # a short run never repays the compilation
     return FastPath(
@@ -240,78 +134,64 @@ def resolve(
         probe_record={key: result[key] for key in PROBE_RECORD_KEYS if key in result},
         cuda_graphs=graphs,
         fused_optimizer=fused,
-        compile_mode=mode,
+        compile_mode=r.mode,
         variant_timings_ms=variant_timings,
     )
 
 
 def _cuda_variant(
-    device: torch.device,
+    request: FastPathRequest,
     precision: str,
     channels_last: bool,
-    compile_flag: bool | None,
     graphs_flag: bool | None,
     fused_flag: bool | None,
-    compile_mode: str,
-    max_iters: int,
     *,
-    fused_ok: bool,
     graphs_ok: bool,
 ) -> tuple[Variant, dict[str, float]]:
     """How to run the update on CUDA: measured among the variants the settings allow (one: no probe)."""
-    consider_compile = compile_flag is True or max_iters >= CUDA_COMPILE_MIN_ITERS
+    r = request
+    consider_compile = r.compile is True or r.max_iters >= CUDA_COMPILE_MIN_ITERS
     allowed = allowed_variants(
-        compile_flag,
+        r.compile,
         graphs_flag,
         fused_flag,
         consider_compile=consider_compile,
-        fused_ok=fused_ok,
+        fused_ok=r.fused_ok,
         graphs_ok=graphs_ok,
     )
     if len(allowed) == 1:
         return allowed[0], {}
-    result = probe_variants(device, precision, channels_last, [v.name for v in allowed], compile_mode)
+    result = probe_variants(r.device, precision, channels_last, [v.name for v in allowed], r.mode)
     timings = dict(result["timings_ms"])
-    return BY_NAME[choose_variant(timings, float(result.get("compile_s", 0.0)), max_iters)], timings
+    return BY_NAME[choose_variant(timings, float(result.get("compile_s", 0.0)), r.max_iters)], timings
 
 
 def _from_record(
-    recorded: Mapping[str, Any],
-    precision: str,
-    layout: bool | None,
-    compile_flag: bool | None,
-    graphs_flag: bool | None,
-    fused_flag: bool | None,
-    trainer: Mapping[str, Any],
-    device: torch.device,
-    *,
-    fused_ok: bool,
-    graphs_ok: bool,
+    request: FastPathRequest, graphs_flag: bool | None, fused_flag: bool | None, graphs_ok: bool
 ) -> FastPath:
     """A resume (or a sweep's later job): the recorded choice, with explicit settings winning.
 
     A recorded graph or fused optimizer is kept only where it can run (a GPU run continued on a CPU
     trains eagerly); records from before these settings existed read as off, as those runs trained.
     """
-    chosen_precision = precision if precision != "auto" else str(recorded["precision"])
+    r, recorded = request, request.recorded
+    chosen_precision = r.precision if r.precision != "auto" else str(recorded["precision"])
     graphs = (
         graphs_flag if graphs_flag is not None else bool(recorded.get("cuda_graphs", False)) and graphs_ok
     )
     fused = (
-        fused_flag if fused_flag is not None else bool(recorded.get("fused_optimizer", False)) and fused_ok
+        fused_flag if fused_flag is not None else bool(recorded.get("fused_optimizer", False)) and r.fused_ok
     )
     # A captured update needs the fused optimizer (an explicit false turns a recorded graph off) and no
     # fp16 GradScaler.
     graphs = graphs and fused_flag is not False and chosen_precision != "fp16"
     fused = fused or graphs
-    explicit_mode = str(trainer.get("compile_mode", "auto")) != "auto"
-    mode = _compile_mode(trainer["compile_mode"], device) if explicit_mode else None
     return FastPath(
         precision=chosen_precision,
-        channels_last=layout if layout is not None else bool(recorded["channels_last"]),
-        compile=compile_flag if compile_flag is not None else bool(recorded["compile"]),
+        channels_last=r.channels_last if r.channels_last is not None else bool(recorded["channels_last"]),
+        compile=r.compile if r.compile is not None else bool(recorded["compile"]),
         chosen_by="recorded",
         cuda_graphs=graphs,
         fused_optimizer=fused,
-        compile_mode=mode or str(recorded.get("compile_mode", RECORDED_COMPILE_MODE)),
+        compile_mode=r.compile_mode or str(recorded.get("compile_mode", RECORDED_COMPILE_MODE)),
     )
