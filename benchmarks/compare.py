@@ -60,7 +60,8 @@ def main(argv: list[str] | None = None) -> int:
         def train_step(step=step, counter=counter) -> None:
             step(next(counter))
 
-        print(f"warming up {name} ({parts.precision}, compiled={parts.compiled})", file=sys.stderr)
+        fast_path = parts.fast_path
+        print(f"warming up {name} ({fast_path.precision}, compiled={fast_path.compile})", file=sys.stderr)
         with parts.compile_fallback():
             warmup_s[name] = [elapsed_s(train_step, 1, parts.device) for _ in range(args.warmup)]
         variants[name] = (parts, train_step)
@@ -85,8 +86,8 @@ def main(argv: list[str] | None = None) -> int:
         median_ms = median(ms[name])
         ratios = [a / b for a, b in zip(ms[first], ms[name], strict=True)]
         results[name] = {
-            "precision": parts.precision,
-            "compiled": parts.compiled,
+            "precision": parts.fast_path.precision,
+            "compiled": parts.fast_path.compile,
             "step_ms": median_ms,
             "img_per_s": bs * 1e3 / median_ms,
             f"speedup_vs_{first}": median(ratios),

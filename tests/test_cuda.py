@@ -72,7 +72,7 @@ def test_bf16_autocast_trains_in_bf16_with_fp32_weights_and_follows_fp32():
     before = first_conv.weight.detach().clone()
     step = train(parts, 30)
     hook.remove()
-    assert parts.precision == "bf16" and parts.scaler is None
+    assert parts.fast_path.precision == "bf16" and parts.scaler is None
     assert set(seen) == {torch.bfloat16}  # the convolutions ran in bf16 ...
     assert all(p.dtype == torch.float32 for p in parts.model.parameters())  # ... on fp32 weights
     assert first_conv.weight.grad is None or first_conv.weight.grad.dtype == torch.float32
@@ -111,7 +111,7 @@ def test_compiled_model_trains_and_matches_eager():
     """The trainer's own compile (``trainer.compile=true``: the fast path's mode) on ResNet-20's
     convolution shapes at batch 128, so a later ResNet-20 benchmark finds inductor's caches warm."""
     parts = parts_for("trainer.precision=bf16", "trainer.compile=true")
-    assert parts.compiled
+    assert parts.fast_path.compile
     assert isinstance(parts.train_forward, torch._dynamo.eval_frame.OptimizedModule)
     with parts.compile_fallback():
         step = train(parts, 10)

@@ -88,14 +88,15 @@ def test_compile_fallback_is_scoped_to_the_run():
     from cnnbench.engine.parts import build_parts
 
     parts = build_parts(_compose(*TINY))  # compile=auto: eager for a 20-iteration CPU run
-    assert parts.cfg.trainer.compile == "auto" and not parts.compiled
+    assert parts.cfg.trainer.compile == "auto" and not parts.fast_path.compile
     before = torch._dynamo.config.suppress_errors
-    auto_compiled = dataclasses.replace(parts, compiled=True)  # as compile=auto chooses on a GPU
+    compiled = dataclasses.replace(parts.fast_path, compile=True)
+    auto_compiled = dataclasses.replace(parts, fast_path=compiled)  # as compile=auto chooses on a GPU
     with auto_compiled.compile_fallback():
         assert torch._dynamo.config.suppress_errors is True
     assert torch._dynamo.config.suppress_errors == before
     # Not compiled, or compile asked for explicitly (trainer.compile=true): failures must show.
-    asked = dataclasses.replace(parts, compiled=True, cfg=_compose(*TINY, "trainer.compile=true"))
+    asked = dataclasses.replace(parts, fast_path=compiled, cfg=_compose(*TINY, "trainer.compile=true"))
     for unchanged in (parts, asked):
         with unchanged.compile_fallback():
             assert torch._dynamo.config.suppress_errors == before

@@ -313,7 +313,7 @@ def measure(
 
     status("counting FLOPs and measuring the matmul peak")
     step_gflop = train_step_gflop(parts.model, parts)
-    peak = matmul_peak_gflops(device, parts.precision)
+    peak = matmul_peak_gflops(device, parts.fast_path.precision)
 
     bad = int(step.first_bad_iter.item())
     if bad >= 0:
@@ -334,9 +334,9 @@ def measure(
         "test_images": len(test_labels),
         "batch_size": batch_size,
         "device": str(device),
-        "precision": parts.precision,
-        "compiled": bool(parts.compiled),
-        "channels_last": parts.memory_format == torch.channels_last,
+        "precision": parts.fast_path.precision,
+        "compiled": bool(parts.fast_path.compile),
+        "channels_last": parts.fast_path.memory_format == torch.channels_last,
         "threads": torch.get_num_threads(),
         "torch": torch.__version__,
         "iters": n_iters,
@@ -408,14 +408,14 @@ def _build_minimal(cfg, parts):
         model=str(cfg.model.name),
         depth=int(cfg.depth),
         batch_size=parts.batch_size,
-        precision=parts.precision,
-        channels_last=parts.memory_format == torch.channels_last,
+        precision=parts.fast_path.precision,
+        channels_last=parts.fast_path.memory_format == torch.channels_last,
         lr=float(opt.lr),
         momentum=float(opt.get("momentum", 0.9)),
         weight_decay=float(opt.get("weight_decay", 1e-4)),
         padding=int(cfg.augment.get("padding", 4) or 0),
         seed=int(cfg.seed),
-        compile_mode=parts.fast_path.compile_mode if parts.compiled else None,
+        compile_mode=parts.fast_path.compile_mode if parts.fast_path.compile else None,
     )
 
 

@@ -65,11 +65,10 @@ class Parts:
     cfg: DictConfig
     dist: DistContext
     device: torch.device
-    fast_path: FastPath  # precision, layout and compile as resolved (and how), for the records
-    precision: str  # fp32, bf16 or fp16: what ``trainer.precision`` resolved to
+    # What the run trains with and how it was chosen: ``fast_path.precision`` (fp32, bf16 or fp16: what
+    # ``trainer.precision`` resolved to), ``.compile``, ``.memory_format``, ``.cuda_graphs``, ...
+    fast_path: FastPath
     autocast: Callable[[], contextlib.AbstractContextManager]
-    compiled: bool
-    memory_format: torch.memory_format
     data: DeviceData
     model: torch.nn.Module  # the bare model: its state_dict is the checkpoint's
     train_forward: torch.nn.Module  # compiled and/or DDP-wrapped model used by the training step
@@ -103,7 +102,7 @@ class Parts:
 
         Scoped to the run (restored afterwards), so no other code in the process inherits it.
         """
-        if not (self.compiled and self.cfg.trainer.compile == "auto"):
+        if not (self.fast_path.compile and self.cfg.trainer.compile == "auto"):
             yield
             return
         import torch._dynamo
@@ -240,10 +239,7 @@ def build_parts(
         dist=dist,
         device=device,
         fast_path=fast_path,
-        precision=precision,
         autocast=autocast(device, precision),
-        compiled=compiled,
-        memory_format=memory_format,
         data=data,
         model=model,
         train_forward=train_forward,

@@ -42,8 +42,8 @@ def numerics_of(parts: Parts) -> dict[str, Any]:
     """The numerics a run trains with (env.json, HParams, the report): e.g. ``paper (fp32, BN/64)``."""
     t = parts.cfg.trainer
     images = bn_images(int(t.batch_size), parts.dist.world_size, t.get("bn_group"), bool(t.get("sync_bn")))
-    tf32 = tf32_active(parts.device.type, parts.precision)
-    return describe(parts.precision, images, tf32=tf32, bn_group=t.get("bn_group"))
+    tf32 = tf32_active(parts.device.type, parts.fast_path.precision)
+    return describe(parts.fast_path.precision, images, tf32=tf32, bn_group=t.get("bn_group"))
 
 
 def hparams_of(cfg: DictConfig, params: int, precision: str, synthetic: bool) -> dict[str, Any]:
@@ -152,7 +152,7 @@ class RunRecords:
             on_disk or self.state.metrics.get("attempts") or [], self.state.iteration
         )
         if self.enabled and fresh:
-            env = environment(p.device, p.precision, p.compiled, p.data.synthetic)
+            env = environment(p.device, p.fast_path.precision, p.fast_path.compile, p.data.synthetic)
             env["world_size"] = p.dist.world_size
             env["fast_path"] = p.fast_path.record()
             env["numerics"] = numerics = numerics_of(p)
@@ -161,7 +161,7 @@ class RunRecords:
                 write_json_atomic(self.run_dir / ENV_NAME, env)
             except OSError as exc:
                 raise self.not_written(exc, self.run_dir / ENV_NAME) from None
-            hparams = hparams_of(cfg, p.params, p.precision, p.data.synthetic)
+            hparams = hparams_of(cfg, p.params, p.fast_path.precision, p.data.synthetic)
             fp = p.fast_path
             hparams.update(channels_last=fp.channels_last, compile=fp.compile)
             hparams.update(cuda_graphs=fp.cuda_graphs, fused_optimizer=fp.fused_optimizer)
@@ -175,8 +175,8 @@ class RunRecords:
             self.label,
             f"{p.params:,}",
             p.device,
-            p.precision,
-            ", compiled" if p.compiled else "",
+            p.fast_path.precision,
+            ", compiled" if p.fast_path.compile else "",
             self.max_iters,
             p.batch_size,
             numerics_of(p)["label"],

@@ -48,7 +48,7 @@ class TrainStep:
         self.gradflow = GradFlow(parts.model, int(parts.cfg.trainer.get("log_grad_every") or 0))
         # trainer.cuda_graphs: one captured update per kind of loss ("plain", "mixed"), made at first use.
         self.graphs: dict[str, GraphedUpdate] = {}
-        self._graph_autocast = autocast(device, parts.precision, cache=False)
+        self._graph_autocast = autocast(device, parts.fast_path.precision, cache=False)
 
     def update(
         self, images: torch.Tensor, labels: torch.Tensor, loss_fn: Callable | None = None
