@@ -1,11 +1,11 @@
 """cnnbench's full training step against the minimal hand-written loop, for ResNet-20 and ResNet-56.
 
 For each net and each setting (the fast path `auto` picks, or the ones given), `cnnbench bench`'s own
-measurement (`cnnbench.commands.bench.measure`): the engine's TrainStep (sampling, augmentation, update,
-accumulators, gradient norms at their interval) and the minimal loop (cnnbench/commands/minimal_loop.py)
-time the same number of steps in rotating rounds, in one process. Prints the median step times and
-``vs_minimal`` = minimal step time / cnnbench step time with the per-round range (1.0: as fast; the
-target is >= 0.97), and the machine it ran on.
+measurement (`cnnbench.commands.bench_measure.measure`): the engine's TrainStep (sampling, augmentation,
+update, accumulators, gradient norms at their interval) and the minimal loop
+(cnnbench/commands/minimal_loop.py) time the same number of steps in rotating rounds, in one process.
+Prints the median step times and ``vs_minimal`` = minimal step time / cnnbench step time with the
+per-round range (1.0: as fast; the target is >= 0.97), and the machine it ran on.
 
     .venv/bin/python benchmarks/minimal_loop.py                        # auto's choice
     .venv/bin/python benchmarks/minimal_loop.py --setting bf16,cl --setting fp32,nchw --repeats 7
@@ -25,7 +25,8 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from cnnbench.commands.bench import compose_config, measure  # noqa: E402
+from cnnbench.commands.bench import compose_config  # noqa: E402
+from cnnbench.commands.bench_measure import measure  # noqa: E402
 from cnnbench.fastpath.machine import machine_key  # noqa: E402
 
 SETTINGS = {"auto": [], "cl": ["trainer.channels_last=true"], "nchw": ["trainer.channels_last=false"]}

@@ -8,7 +8,9 @@ import math
 import pytest
 import torch
 
-from cnnbench.commands.bench import RESULT_KEYS, load_baseline, run_bench, split_bench_options
+from cnnbench.commands.bench import run_bench
+from cnnbench.commands.bench_measure import RESULT_KEYS, load_baseline
+from cnnbench.commands.bench_protocol import split_bench_options
 from cnnbench.errors import CnnbenchError
 
 # Synthetic data small enough that building the trainer and each step take milliseconds.
