@@ -55,7 +55,7 @@ def main() -> None:
             overrides = ["model=resnet", f"depth={depth}", f"trainer.compile={args.compile}"]
             cfg = compose_config(overrides + overrides_for(setting))
             result = measure(cfg, with_baseline=False, iters=args.iters, repeats=args.repeats, warmup=3)
-            samples = result["samples"]
+            samples = result.samples
             ratios = [
                 m / t for m, t in zip(samples["minimal_step_ms"], samples["train_step_ms"], strict=True)
             ]
@@ -63,14 +63,14 @@ def main() -> None:
                 {
                     "depth": int(depth),
                     "setting": setting,
-                    "precision": result["precision"],
-                    "channels_last": result["channels_last"],
-                    "compiled": result["compiled"],
-                    "train_step_ms": round(result["train_step_ms"], 2),
-                    "minimal_step_ms": round(result["minimal_step_ms"], 2),
-                    "vs_minimal": round(result["vs_minimal"], 3),
+                    "precision": result.precision,
+                    "channels_last": result.channels_last,
+                    "compiled": result.compiled,
+                    "train_step_ms": round(result.train_step_ms, 2),
+                    "minimal_step_ms": round(result.minimal_step_ms, 2),
+                    "vs_minimal": round(result.vs_minimal, 3),
                     "vs_minimal_range": [round(min(ratios), 3), round(max(ratios), 3)],
-                    "other_cpu_pct": result["other_cpu_pct"],
+                    "other_cpu_pct": result.other_cpu_pct,
                 }
             )
             print(json.dumps(rows[-1]), file=sys.stderr)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 
@@ -9,8 +10,9 @@ import pytest
 import torch
 
 from cnnbench.commands.bench import run_bench
-from cnnbench.commands.bench_measure import RESULT_KEYS, load_baseline
+from cnnbench.commands.bench_measure import load_baseline
 from cnnbench.commands.bench_protocol import split_bench_options
+from cnnbench.commands.bench_result import BenchResult
 from cnnbench.errors import CnnbenchError
 
 # Synthetic data small enough that building the trainer and each step take milliseconds.
@@ -45,7 +47,7 @@ def test_run_bench_json_has_sane_numbers(capsys, monkeypatch, tmp_path):
     monkeypatch.chdir(tmp_path)
     result = run_bench(TINY_BENCH, as_json=True, with_baseline=True, **FAST)
     printed = json.loads(capsys.readouterr().out)
-    assert set(printed) == set(RESULT_KEYS) == set(result)
+    assert list(printed) == [f.name for f in dataclasses.fields(BenchResult)] == list(result)
     assert printed["model"] == "plain" and printed["depth"] == 8 and printed["batch_size"] == 32
     assert printed["synthetic"] is True and printed["train_images"] == 256
     assert printed["iters"] == 2 and printed["repeats"] == 2 and printed["eval_images"] == 128

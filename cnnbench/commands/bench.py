@@ -88,7 +88,7 @@ def run_bench(
 
         result = measure(cfg, with_baseline=with_baseline, status=status, **settings)
     if as_json:
-        print(json.dumps(result, indent=2))
+        print(json.dumps(result.to_dict(), indent=2))
     else:
         Console(highlight=False).print(results_table(result))
-    return result
+    return result.to_dict()

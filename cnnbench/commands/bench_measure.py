@@ -9,11 +9,11 @@ import math
 import resource
 import sys
 from collections.abc import Callable
-from typing import Any
 
 import torch
 
 from cnnbench.commands.bench_protocol import DEFAULT_REPEATS, DEFAULT_WARMUP, DEFAULT_WINDOW, check_options
+from cnnbench.commands.bench_result import BenchResult
 from cnnbench.core.cpuload import OtherLoad
 from cnnbench.core.timing import elapsed_s, median, ms_per_call
 from cnnbench.fastpath.workload import matmul_peak_gflops
@@ -25,53 +25,6 @@ WINDOW_NAMES = {
     "pure_step_ms": "pure model step",
     "minimal_step_ms": "minimal loop",
 }
-
-# The keys of the JSON output (`cnnbench bench --json`), documented in docs/performance.md.
-RESULT_KEYS = (
-    "model",
-    "depth",
-    "params",
-    "data",
-    "synthetic",
-    "train_images",
-    "test_images",
-    "batch_size",
-    "device",
-    "precision",
-    "compiled",
-    "channels_last",
-    "threads",
-    "torch",
-    "iters",
-    "warmup",
-    "repeats",
-    "eval_images",
-    "train_img_per_s",
-    "train_step_ms",
-    "pure_step_ms",
-    "loop_overhead_pct",
-    "input_ms",
-    "input_overhead_pct",
-    "grad_norm_ms",
-    "log_grad_every",
-    "grad_norm_overhead_pct",
-    "eval_img_per_s",
-    "step_gflop",
-    "achieved_gflops",
-    "matmul_peak_gflops",
-    "peak_fraction",
-    "fast_path",
-    "peak_memory_mb",
-    "peak_memory_kind",
-    "other_cpu_pct",
-    "minimal_train_img_per_s",
-    "minimal_step_ms",
-    "vs_minimal",
-    "baseline_train_img_per_s",
-    "baseline_step_ms",
-    "speedup",
-    "samples",
-)
 
 
 def load_baseline():
@@ -103,8 +56,8 @@ def measure(
     window: float = DEFAULT_WINDOW,
     eval_images: int | None = None,
     status: Callable[[str], None] = lambda message: None,
-) -> dict[str, Any]:
-    """Run the benchmark for the composed config ``cfg``; returns the result dict (``RESULT_KEYS``).
+) -> BenchResult:
+    """Run the benchmark for the composed config ``cfg``.
 
     The parts, the step and the evaluation are the engine's own (``cnnbench.engine``): what is timed
     here is what `cnnbench train` runs. Nothing is written to disk.
@@ -230,61 +183,54 @@ def measure(
     input_ms = median(samples["input_ms"])
     grad_ms = median(samples["grad_norm_ms"])
     log_grad_every = step.gradflow.every
-    result: dict[str, Any] = {
-        "model": str(cfg.model.name),
-        "depth": int(cfg.depth),
-        "params": parts.params,
-        "data": parts.data.name,
-        "synthetic": bool(parts.data.synthetic),
-        "train_images": len(parts.data.train_labels),
-        "test_images": len(test_labels),
-        "batch_size": batch_size,
-        "device": str(device),
-        "precision": parts.fast_path.precision,
-        "compiled": bool(parts.fast_path.compile),
-        "channels_last": parts.fast_path.memory_format == torch.channels_last,
-        "threads": torch.get_num_threads(),
-        "torch": torch.__version__,
-        "iters": n_iters,
-        "warmup": warmup,
-        "repeats": repeats,
-        "eval_images": n_eval,
-        "train_img_per_s": batch_size / (train_ms / 1e3),
-        "train_step_ms": train_ms,
-        "pure_step_ms": pure_ms,
-        "loop_overhead_pct": 100.0 * (train_ms / pure_ms - 1.0),
-        "input_ms": input_ms,
-        "input_overhead_pct": 100.0 * input_ms / pure_ms,
-        "grad_norm_ms": grad_ms,
-        "log_grad_every": log_grad_every,
-        "grad_norm_overhead_pct": 100.0 * grad_ms / (log_grad_every * train_ms)
-        if log_grad_every > 0
-        else 0.0,
-        "eval_img_per_s": median(samples["eval_img_per_s"]),
-        "step_gflop": step_gflop,
-        "achieved_gflops": step_gflop / (train_ms / 1e3),
-        "matmul_peak_gflops": peak,
-        "peak_fraction": step_gflop / (train_ms / 1e3) / peak,
-        "fast_path": parts.fast_path.record(),
-        "peak_memory_mb": memory_mb,
-        "peak_memory_kind": memory_kind,
-        "other_cpu_pct": load.percent(),
-        "minimal_train_img_per_s": None,
-        "minimal_step_ms": None,
-        "vs_minimal": None,
-        "baseline_train_img_per_s": None,
-        "baseline_step_ms": None,
-        "speedup": None,
-        "samples": samples,
-    }
-    # The two loops cnnbench is compared with: img/s, median step time, and its step time / ours.
-    for prefix, ratio_key, present in (("minimal", "vs_minimal", minimal), ("baseline", "speedup", baseline)):
-        if present is not None:
-            ms = median(samples[f"{prefix}_step_ms"])
-            result[f"{prefix}_train_img_per_s"] = batch_size / (ms / 1e3)
-            result[f"{prefix}_step_ms"] = ms
-            result[ratio_key] = ms / train_ms
-    return result
+    # The two loops cnnbench is compared with: their median step time (img/s, and its step time / ours).
+    minimal_ms = median(samples["minimal_step_ms"]) if minimal is not None else None
+    baseline_ms = median(samples["baseline_step_ms"]) if baseline is not None else None
+    return BenchResult(
+        model=str(cfg.model.name),
+        depth=int(cfg.depth),
+        params=parts.params,
+        data=parts.data.name,
+        synthetic=bool(parts.data.synthetic),
+        train_images=len(parts.data.train_labels),
+        test_images=len(test_labels),
+        batch_size=batch_size,
+        device=str(device),
+        precision=parts.fast_path.precision,
+        compiled=bool(parts.fast_path.compile),
+        channels_last=parts.fast_path.memory_format == torch.channels_last,
+        threads=torch.get_num_threads(),
+        torch=torch.__version__,
+        iters=n_iters,
+        warmup=warmup,
+        repeats=repeats,
+        eval_images=n_eval,
+        train_img_per_s=batch_size / (train_ms / 1e3),
+        train_step_ms=train_ms,
+        pure_step_ms=pure_ms,
+        loop_overhead_pct=100.0 * (train_ms / pure_ms - 1.0),
+        input_ms=input_ms,
+        input_overhead_pct=100.0 * input_ms / pure_ms,
+        grad_norm_ms=grad_ms,
+        log_grad_every=log_grad_every,
+        grad_norm_overhead_pct=100.0 * grad_ms / (log_grad_every * train_ms) if log_grad_every > 0 else 0.0,
+        eval_img_per_s=median(samples["eval_img_per_s"]),
+        step_gflop=step_gflop,
+        achieved_gflops=step_gflop / (train_ms / 1e3),
+        matmul_peak_gflops=peak,
+        peak_fraction=step_gflop / (train_ms / 1e3) / peak,
+        fast_path=parts.fast_path.record(),
+        peak_memory_mb=memory_mb,
+        peak_memory_kind=memory_kind,
+        other_cpu_pct=load.percent(),
+        minimal_train_img_per_s=None if minimal_ms is None else batch_size / (minimal_ms / 1e3),
+        minimal_step_ms=minimal_ms,
+        vs_minimal=None if minimal_ms is None else minimal_ms / train_ms,
+        baseline_train_img_per_s=None if baseline_ms is None else batch_size / (baseline_ms / 1e3),
+        baseline_step_ms=baseline_ms,
+        speedup=None if baseline_ms is None else baseline_ms / train_ms,
+        samples=samples,
+    )
 
 
 def train_step_gflop(model: torch.nn.Module, parts) -> float:
