@@ -27,6 +27,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from cnnbench.commands.bench import compose_config  # noqa: E402
 from cnnbench.commands.bench_measure import measure  # noqa: E402
+from cnnbench.commands.bench_protocol import BenchProtocol  # noqa: E402
 from cnnbench.fastpath.machine import machine_key  # noqa: E402
 
 SETTINGS = {"auto": [], "cl": ["trainer.channels_last=true"], "nchw": ["trainer.channels_last=false"]}
@@ -54,7 +55,8 @@ def main() -> None:
         for setting in args.setting or ["auto"]:
             overrides = ["model=resnet", f"depth={depth}", f"trainer.compile={args.compile}"]
             cfg = compose_config(overrides + overrides_for(setting))
-            result = measure(cfg, with_baseline=False, iters=args.iters, repeats=args.repeats, warmup=3)
+            protocol = BenchProtocol(iters=args.iters, warmup=3, repeats=args.repeats)
+            result = measure(cfg, with_baseline=False, protocol=protocol)
             samples = result.samples
             ratios = [
                 m / t for m, t in zip(samples["minimal_step_ms"], samples["train_step_ms"], strict=True)

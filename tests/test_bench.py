@@ -11,7 +11,7 @@ import torch
 
 from cnnbench.commands.bench import run_bench
 from cnnbench.commands.bench_measure import load_baseline
-from cnnbench.commands.bench_protocol import split_bench_options
+from cnnbench.commands.bench_protocol import BenchProtocol
 from cnnbench.commands.bench_result import BenchResult
 from cnnbench.errors import CnnbenchError
 
@@ -29,7 +29,7 @@ TINY_BENCH = [
     "trainer.precision=fp32",
     "trainer.channels_last=false",
 ]
-FAST = {"iters": 2, "warmup": 1, "repeats": 2}
+FAST = BenchProtocol(iters=2, warmup=1, repeats=2)
 
 
 @pytest.fixture(autouse=True)
@@ -45,7 +45,7 @@ def one_thread():
 
 def test_run_bench_json_has_sane_numbers(capsys, monkeypatch, tmp_path):
     monkeypatch.chdir(tmp_path)
-    result = run_bench(TINY_BENCH, as_json=True, with_baseline=True, **FAST)
+    result = run_bench(TINY_BENCH, as_json=True, with_baseline=True, protocol=FAST)
     printed = json.loads(capsys.readouterr().out)
     assert list(printed) == [f.name for f in dataclasses.fields(BenchResult)] == list(result)
     assert printed["model"] == "plain" and printed["depth"] == 8 and printed["batch_size"] == 32
@@ -67,8 +67,9 @@ def test_run_bench_json_has_sane_numbers(capsys, monkeypatch, tmp_path):
 
 def test_run_bench_table_without_baseline(capsys, monkeypatch, tmp_path):
     monkeypatch.chdir(tmp_path)
-    # bench.* overrides win over the keyword defaults; no iters: sized from the warm-up (>= 3).
-    result = run_bench([*TINY_BENCH, "+bench.repeats=1", "bench.window=0.01"], with_baseline=False, warmup=1)
+    # bench.* overrides win over the protocol given; no iters: sized from the warm-up (>= 3).
+    overrides = [*TINY_BENCH, "+bench.repeats=1", "bench.window=0.01"]
+    result = run_bench(overrides, with_baseline=False, protocol=BenchProtocol(warmup=1, repeats=4))
     out = capsys.readouterr().out
     assert result["repeats"] == 1 and result["iters"] >= 3
     assert result["speedup"] is None and result["baseline_train_img_per_s"] is None
@@ -78,11 +79,14 @@ def test_run_bench_table_without_baseline(capsys, monkeypatch, tmp_path):
 
 
 def test_bench_options_are_parsed_and_checked():
-    rest, options = split_bench_options(["depth=20", "bench.iters=7", "+bench.window=1.5"])
-    assert rest == ["depth=20"] and options == {"iters": 7, "window": 1.5}
+    protocol, rest = BenchProtocol.from_overrides(["depth=20", "bench.iters=7", "+bench.window=1.5"])
+    assert rest == ["depth=20"] and protocol == BenchProtocol(iters=7, window=1.5)
     for bad in (["bench.iterz=3"], ["bench.iters=many"], ["bench.iters"]):
         with pytest.raises(CnnbenchError, match="bench"):
-            split_bench_options(bad)
+            BenchProtocol.from_overrides(bad)
+    for bad in ({"warmup": 0}, {"iters": 0}, {"window": 0.0}):
+        with pytest.raises(CnnbenchError, match=f"bench.{next(iter(bad))}="):
+            BenchProtocol(**bad)
     with pytest.raises(CnnbenchError, match="repeats"):
         run_bench([*TINY_BENCH, "bench.repeats=0"], with_baseline=False)
     with pytest.raises(CnnbenchError, match="depth"):

@@ -25,10 +25,13 @@ What is measured, for the composed config (model, depth, batch size, precision, 
 
 Warm-up iterations are excluded. The windows are interleaved (train, pure and minimal loop in a
 rotating order, input, eval, baseline; ``repeats`` times) so that load from other processes hits every
-measurement alike, and each figure is the median over the repeats. Without ``iters`` / ``eval_images`` each
-window lasts about ``window`` seconds, sized from the warm-up. Nothing is written to disk.
+measurement alike. Each time and rate is the median over the repeats; the ratios (loop overhead,
+``vs_minimal``, ``speedup``) are of those medians, and ``other_cpu_pct`` is over all the train/pure windows.
+Without ``iters`` / ``eval_images`` each window lasts about ``window`` seconds, sized from the fastest
+warm-up step. Nothing is written to disk.
 
-Bench options ride along with the Hydra overrides: ``bench.iters=N`` (also ``+bench.iters=N``),
+The protocol is a ``BenchProtocol`` (``bench_protocol.py``); on the command line its options ride along
+with the Hydra overrides (``BenchProtocol.from_overrides``): ``bench.iters=N`` (also ``+bench.iters=N``),
 ``bench.warmup``, ``bench.repeats``, ``bench.window`` (seconds), ``bench.eval_images``. Without a
 ``data=`` (or ``experiment=``) override the data is ``synthetic`` (CIFAR-sized random images).
 """
@@ -41,12 +44,7 @@ from typing import Any
 from cnnbench.commands.bench_display import results_table
 from cnnbench.commands.bench_measure import measure
 from cnnbench.commands.bench_probe import run_probe as run_probe  # the CLI's entry for --probe
-from cnnbench.commands.bench_protocol import (
-    DEFAULT_REPEATS,
-    DEFAULT_WARMUP,
-    DEFAULT_WINDOW,
-    split_bench_options,
-)
+from cnnbench.commands.bench_protocol import BenchProtocol
 from cnnbench.commands.bench_protocol import compose_config as compose_config  # read by tests, benchmarks
 
 
@@ -54,29 +52,17 @@ def run_bench(
     overrides: list[str],
     as_json: bool = False,
     with_baseline: bool = True,
-    *,
-    iters: int | None = None,
-    warmup: int = DEFAULT_WARMUP,
-    repeats: int = DEFAULT_REPEATS,
-    window: float = DEFAULT_WINDOW,
-    eval_images: int | None = None,
+    protocol: BenchProtocol | None = None,
 ) -> dict[str, Any]:
-    """Benchmark the config composed from ``overrides``; print a table (or JSON) and return the results.
+    """Benchmark the config composed from ``overrides``; print a table (or JSON) and return the results
+    (the ``--json`` object).
 
-    The keyword arguments are the defaults of the ``bench.*`` options; ``bench.KEY=VALUE`` in
-    ``overrides`` wins. ``iters`` / ``eval_images`` left at None: sized to ~``window`` seconds.
+    ``protocol``: how to time (default ``BenchProtocol()``); ``bench.KEY=VALUE`` in ``overrides`` wins
+    over it.
     """
     from rich.console import Console
 
-    overrides, options = split_bench_options(overrides)
-    settings = {
-        "iters": iters,
-        "warmup": warmup,
-        "repeats": repeats,
-        "window": window,
-        "eval_images": eval_images,
-        **options,
-    }
+    protocol, overrides = BenchProtocol.from_overrides(overrides, protocol)
     cfg = compose_config(overrides)
     err = Console(stderr=True, highlight=False)
     with err.status("cnnbench bench") as spinner:
@@ -86,7 +72,7 @@ def run_bench(
                 err.print(f"[yellow]{message}[/yellow]")
             spinner.update(f"cnnbench bench: {message}")
 
-        result = measure(cfg, with_baseline=with_baseline, status=status, **settings)
+        result = measure(cfg, with_baseline=with_baseline, protocol=protocol, status=status)
     if as_json:
         print(json.dumps(result.to_dict(), indent=2))
     else:

@@ -12,7 +12,7 @@ from collections.abc import Callable
 
 import torch
 
-from cnnbench.commands.bench_protocol import DEFAULT_REPEATS, DEFAULT_WARMUP, DEFAULT_WINDOW, check_options
+from cnnbench.commands.bench_protocol import BenchProtocol
 from cnnbench.commands.bench_result import BenchResult
 from cnnbench.core.cpuload import OtherLoad
 from cnnbench.core.timing import elapsed_s, median, ms_per_call
@@ -50,14 +50,10 @@ def _auto_count(seconds_per_unit: float, window: float, lo: int, hi: int) -> int
 def measure(
     cfg,
     with_baseline: bool = True,
-    iters: int | None = None,
-    warmup: int = DEFAULT_WARMUP,
-    repeats: int = DEFAULT_REPEATS,
-    window: float = DEFAULT_WINDOW,
-    eval_images: int | None = None,
+    protocol: BenchProtocol | None = None,
     status: Callable[[str], None] = lambda message: None,
 ) -> BenchResult:
-    """Run the benchmark for the composed config ``cfg``.
+    """Run the benchmark for the composed config ``cfg`` under ``protocol`` (default ``BenchProtocol()``).
 
     The parts, the step and the evaluation are the engine's own (``cnnbench.engine``): what is timed
     here is what `cnnbench train` runs. Nothing is written to disk.
@@ -66,7 +62,9 @@ def measure(
     from cnnbench.engine.step import TrainStep, evaluate
     from cnnbench.runs.validate import check_config
 
-    check_options(iters, warmup, repeats, window, eval_images)
+    protocol = protocol or BenchProtocol()
+    iters, warmup, repeats = protocol.iters, protocol.warmup, protocol.repeats
+    window, eval_images = protocol.window, protocol.eval_images
     check_config(cfg)
     baseline_module = load_baseline() if with_baseline else None
 

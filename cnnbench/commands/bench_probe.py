@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from cnnbench.commands.bench_protocol import compose_config, split_bench_options
+from cnnbench.commands.bench_protocol import BenchProtocol, compose_config
 from cnnbench.fastpath.workload import matmul_peak_gflops
 
 
@@ -21,7 +21,7 @@ def run_probe(overrides: list[str], as_json: bool = False) -> dict[str, Any]:
     from cnnbench.fastpath.choice import PROBE_BATCH, PROBE_DEPTH, parse_candidate
     from cnnbench.fastpath.probe import probe
 
-    overrides, _ = split_bench_options(overrides)
+    _, overrides = BenchProtocol.from_overrides(overrides)
     cfg = compose_config(overrides)
     device = resolve_device(job_device(cfg.trainer.device))
     err = Console(stderr=True, highlight=False)

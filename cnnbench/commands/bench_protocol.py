@@ -4,39 +4,64 @@ composed config (``data=synthetic`` unless the data is chosen)."""
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass, replace
 from typing import Any
 
 from cnnbench.errors import CnnbenchError
 
-BENCH_OPTIONS = {"iters": int, "warmup": int, "repeats": int, "window": float, "eval_images": int}
-DEFAULT_WARMUP = 3
-DEFAULT_REPEATS = 5
-DEFAULT_WINDOW = 2.0  # seconds per timed window when iters / eval_images are not given
+# The protocol's options and how their values parse (``bench.KEY=VALUE``).
+OPTION_TYPES = {"iters": int, "warmup": int, "repeats": int, "window": float, "eval_images": int}
 
 
-def split_bench_options(overrides: Sequence[str]) -> tuple[list[str], dict[str, Any]]:
-    """Separate ``bench.KEY=VALUE`` (or ``+bench.KEY=VALUE``) from the Hydra overrides."""
-    rest: list[str] = []
-    options: dict[str, Any] = {}
-    for item in overrides:
-        key, sep, value = item.lstrip("+").partition("=")
-        if not key.startswith("bench."):
-            rest.append(item)
-            continue
-        name = key[len("bench.") :]
-        kind = BENCH_OPTIONS.get(name)
-        if kind is None or not sep:
-            raise CnnbenchError(
-                f"{item!r} is not a bench option; use bench.KEY=VALUE with KEY one of "
-                f"{', '.join(BENCH_OPTIONS)} (e.g. bench.iters=20 bench.repeats=5)."
-            )
-        try:
-            options[name] = kind(value)
-        except ValueError:
-            raise CnnbenchError(
-                f"{item!r}: bench.{name} must be {'an integer' if kind is int else 'a number'}."
-            ) from None
-    return rest, options
+@dataclass(frozen=True)
+class BenchProtocol:
+    """How `cnnbench bench` times: ``warmup`` untimed steps of each kind, then ``repeats`` interleaved
+    rounds of ``iters`` iterations (None: sized to ~``window`` seconds) and an evaluation of
+    ``eval_images`` test images (None: sized to ~``window`` seconds). Checked when made."""
+
+    iters: int | None = None
+    warmup: int = 3
+    repeats: int = 5
+    window: float = 2.0  # seconds per timed window when iters / eval_images are not given
+    eval_images: int | None = None
+
+    def __post_init__(self) -> None:
+        for name, value, minimum in (("warmup", self.warmup, 1), ("repeats", self.repeats, 1)):
+            if value < minimum:
+                raise CnnbenchError(f"bench.{name}={value} must be at least {minimum}.")
+        for name, value in (("iters", self.iters), ("eval_images", self.eval_images)):
+            if value is not None and value < 1:
+                raise CnnbenchError(f"bench.{name}={value} must be a positive integer (or left out: auto).")
+        if not self.window > 0:
+            raise CnnbenchError(f"bench.window={self.window} must be a positive number of seconds.")
+
+    @classmethod
+    def from_overrides(
+        cls, overrides: Sequence[str], base: BenchProtocol | None = None
+    ) -> tuple[BenchProtocol, list[str]]:
+        """``bench.KEY=VALUE`` (or ``+bench.KEY=VALUE``) taken out of the Hydra overrides: the protocol
+        (those values over ``base``, by default the defaults) and the overrides left for Hydra."""
+        rest: list[str] = []
+        options: dict[str, Any] = {}
+        for item in overrides:
+            key, sep, value = item.lstrip("+").partition("=")
+            if not key.startswith("bench."):
+                rest.append(item)
+                continue
+            name = key[len("bench.") :]
+            kind = OPTION_TYPES.get(name)
+            if kind is None or not sep:
+                raise CnnbenchError(
+                    f"{item!r} is not a bench option; use bench.KEY=VALUE with KEY one of "
+                    f"{', '.join(OPTION_TYPES)} (e.g. bench.iters=20 bench.repeats=5)."
+                )
+            try:
+                options[name] = kind(value)
+            except ValueError:
+                raise CnnbenchError(
+                    f"{item!r}: bench.{name} must be {'an integer' if kind is int else 'a number'}."
+                ) from None
+        return replace(base or cls(), **options), rest
 
 
 def compose_config(overrides: Sequence[str]):
@@ -58,14 +83,3 @@ def compose_config(overrides: Sequence[str]):
             or f"{clean_hydra_message(exc)} `cnnbench bench -h` lists the config groups and their choices; "
             f"`cnnbench config` prints every key."
         ) from None
-
-
-def check_options(iters: int | None, warmup: int, repeats: int, window: float, eval_images: int | None):
-    for name, value, minimum in (("warmup", warmup, 1), ("repeats", repeats, 1)):
-        if value < minimum:
-            raise CnnbenchError(f"bench.{name}={value} must be at least {minimum}.")
-    for name, value in (("iters", iters), ("eval_images", eval_images)):
-        if value is not None and value < 1:
-            raise CnnbenchError(f"bench.{name}={value} must be a positive integer (or left out: auto).")
-    if not window > 0:
-        raise CnnbenchError(f"bench.window={window} must be a positive number of seconds.")
