@@ -132,7 +132,7 @@ def test_eval_reproduces_the_runs_final_test_error(cli, val_run: Path, tmp_path:
 
 
 def test_flip_tta_equals_a_direct_computation(cli, val_run: Path, tmp_path: Path) -> None:
-    from cnnbench.commands.evaluate import evaluate_batches
+    from cnnbench.engine.evaluation import evaluate_images
     from cnnbench.engine.trained import load_trained
 
     run = _copy(val_run, tmp_path / "run")
@@ -149,12 +149,22 @@ def test_flip_tta_equals_a_direct_computation(cli, val_run: Path, tmp_path: Path
     # On a small batch, straight through the loop (batches of 4).
     torch.manual_seed(0)
     pick = torch.randperm(len(labels))[:16]
-    loss, confusion = evaluate_batches(
-        trained.model, trained.normalize, images[pick], labels[pick], 10, 4, torch.no_grad, tta="flip"
+    evaluated = evaluate_images(
+        trained.model,
+        trained.normalize,
+        images[pick],
+        labels[pick],
+        4,
+        torch.no_grad,
+        tta="flip",
+        num_classes=10,
     )
     small = probs[pick]
-    assert 16 - int(confusion.diagonal().sum()) == int((small.argmax(1) != labels[pick]).sum())
-    assert loss == pytest.approx(-small[torch.arange(16), labels[pick]].log().mean().item(), rel=1e-5)
+    wrong = int((small.argmax(1) != labels[pick]).sum())
+    assert 16 - int(evaluated.confusion.diagonal().sum()) == wrong == round(evaluated.error * 16)
+    assert evaluated.loss == pytest.approx(
+        -small[torch.arange(16), labels[pick]].log().mean().item(), rel=1e-5
+    )
 
 
 def test_best_weights_are_the_lowest_logged_val_error(cli, val_run: Path, tmp_path: Path) -> None:
@@ -264,7 +274,7 @@ def test_bad_inputs_are_one_paragraph_and_leave_the_run_alone(
     shutil.copy(run / SAVED_CONFIG, empty / SAVED_CONFIG)
     shutil.copy(run / METRICS_NAME, empty / METRICS_NAME)
     _bad(cli, empty, expect="no checkpoint.pt")
-    _bad(cli, run, "--split", "holdout", expect="--split 'holdout'")
+    _bad(cli, run, "--split", "holdout", expect="'holdout' is not one of 'test', 'val', 'train'")
     _bad(cli, no_val, "--split", "val", expect="without a validation split")
     _bad(cli, no_val, "--weights", "best", expect="data.val_size")
     _bad(cli, run, "--data", "data=synthetic", "--data", "num_classes=3", "--data", "train_size=8",

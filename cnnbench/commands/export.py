@@ -29,13 +29,13 @@ from typing import Any
 
 import torch
 
+from cnnbench.commands.choices import EXPORT_FORMATS
 from cnnbench.commands.evaluate import input_shape
 from cnnbench.errors import CnnbenchError
 from cnnbench.runs.files import discard, os_error_of, write_error
 from cnnbench.runs.lock import holding
 from cnnbench.runs.weights import check_weights_name, chosen_weights
 
-FORMATS = ("torchscript", "onnx", "state_dict")
 _DEFAULT_NAMES = {"torchscript": "model.ts.pt", "onnx": "model.onnx", "state_dict": "state_dict.pt"}
 EXPORT_DIR = "export"
 INPUT_DOC = (
@@ -127,8 +127,8 @@ def export_run(
     force: bool = False,
 ) -> ExportResult:
     """Export ``run_dir``'s ``weights`` (``last``: checkpoint.pt, ``best``: best.pt) as ``fmt``."""
-    if fmt not in FORMATS:
-        raise CnnbenchError(f"--format {fmt!r} is not a format; use one of {', '.join(FORMATS)}.")
+    if fmt not in EXPORT_FORMATS:
+        raise CnnbenchError(f"--format {fmt!r} is not a format; use one of {', '.join(EXPORT_FORMATS)}.")
     check_weights_name(weights)
     if fmt == "onnx" and not onnx_available():
         raise CnnbenchError(
@@ -263,3 +263,20 @@ def _write(
                     )
             else:
                 torch.save({k: v.detach().cpu().clone() for k, v in bare.state_dict().items()}, f)
+
+
+def export_command(
+    run_dir: Path,
+    fmt: str = "torchscript",
+    weights: str = "last",
+    out: Path | None = None,
+    force: bool = False,
+) -> int:
+    """`cnnbench export`: export and say what was written."""
+    result = export_run(run_dir, fmt=fmt, weights=weights, out=out, force=force)
+    note = "" if result.complete else " (the run is incomplete: these are its weights so far)"
+    print(
+        f"Wrote {result.path} ({result.format}, {result.weights} weights, iteration {result.iteration:,}"
+        f"){note} and {result.sidecar}."
+    )
+    return 0

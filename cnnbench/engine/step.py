@@ -22,6 +22,7 @@ from cnnbench.core.device import autocast
 from cnnbench.core.distributed import all_reduce
 from cnnbench.core.optim import set_lr
 from cnnbench.data.mixing import dominant_targets, mixed_cross_entropy
+from cnnbench.engine.evaluation import evaluate_images
 from cnnbench.engine.gradflow import GradFlow
 from cnnbench.engine.parts import Parts
 from cnnbench.errors import CnnbenchError
@@ -182,27 +183,25 @@ class TrainStep:
         self.window_iters = int(window["iters"])
 
 
-@torch.inference_mode()
 def evaluate(
     parts: Parts, images: torch.Tensor, labels: torch.Tensor, ema: bool = False
 ) -> tuple[float, float]:
-    """Mean loss and error of the model (eval mode) on uint8 ``images``, in batches of eval_batch_size.
+    """Mean loss and error of the model (eval mode) on uint8 ``images``, in batches of eval_batch_size
+    (``engine.evaluation``, the loop `cnnbench eval` uses too).
 
     ``ema``: of the weights' moving average instead (``trainer.ema_decay``).
     """
     model = parts.ema.module if ema else parts.model
-    forward = model if ema else parts.eval_forward
-    batch = int(parts.cfg.trainer.eval_batch_size)
     model.eval()
-    loss_sum = torch.zeros((), dtype=torch.float64, device=parts.device)
-    errors = torch.zeros((), dtype=torch.long, device=parts.device)
     try:
-        for xb, yb in zip(images.split(batch), labels.split(batch), strict=True):
-            with parts.autocast():
-                logits = forward(parts.augment.normalize(xb))
-            loss_sum += F.cross_entropy(logits.float(), yb, reduction="sum").double()
-            errors += (logits.argmax(1) != yb).sum()
+        evaluated = evaluate_images(
+            model if ema else parts.eval_forward,
+            parts.augment.normalize,
+            images,
+            labels,
+            int(parts.cfg.trainer.eval_batch_size),
+            parts.autocast,
+        )
     finally:
         model.train()
-    n = len(labels)
-    return loss_sum.item() / n, errors.item() / n
+    return evaluated.loss, evaluated.error
