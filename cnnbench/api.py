@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -30,7 +30,7 @@ from typing import TYPE_CHECKING, Any
 from cnnbench.core.overrides import hydra_value
 from cnnbench.errors import CnnbenchError, collected_errors
 from cnnbench.runs.files import CHECKPOINT_NAME, METRICS_NAME, MULTIRUN_RECORD, SAVED_CONFIG, read_metrics
-from cnnbench.runs.find import find_runs, is_run, is_sweep, runs_under
+from cnnbench.runs.find import is_run, is_sweep, runs_under
 
 if TYPE_CHECKING:
     import torch
@@ -138,13 +138,14 @@ class Report:
     rows: Any
     figure: Figure
     warnings: list[str]
-    _paths: list[Path]
+    _computed: Any  # reporting.core.ComputedReport
 
     def save(self, folder: str | Path) -> Path:
-        """Write report.png, report.md and report.csv into ``folder`` (as `cnnbench report --out`)."""
-        from cnnbench.reporting import make_report
+        """Write report.png, report.md and report.csv of this report into ``folder`` (as `cnnbench
+        report --out`)."""
+        from cnnbench.reporting.core import write_report
 
-        return make_report(self._paths, Path(folder)).out
+        return write_report(self._computed, Path(folder)).out
 
 
 def _overrides(overrides: tuple[str, ...], options: dict[str, Any]) -> list[str]:
@@ -210,15 +211,18 @@ def _kernel_kept() -> Iterator[None]:
                 lg.level, lg.handlers[:], lg.propagate, lg.disabled = saved[name]
 
 
-def _launch(args: list[str]) -> tuple[int, dict[str, Path]]:
-    """Launch like the CLI; a refusal raises ``CnnbenchError`` with the CLI's message."""
+def _launch(body: Callable[[], int]) -> tuple[int, dict[str, Path]]:
+    """Run a command's body (``commands.train.train``, ``commands.resume.resume``) as the CLI does; a
+    refusal raises ``CnnbenchError`` with the CLI's message."""
     from cnnbench.commands import app
-    from cnnbench.commands.launch import launch
 
     app.last_launch.clear()
     with _kernel_kept(), collected_errors() as errors:
         try:
-            code = launch(args, "train")
+            code = body()
+        except CnnbenchError as exc:
+            errors.append(str(exc))
+            code = exc.exit_code
         except SystemExit as stop:  # a run stopped by a signal (Ctrl-C in a cell): marked interrupted
             code = stop.code if isinstance(stop.code, int) else 1
     where = dict(app.last_launch)
@@ -249,10 +253,12 @@ def train(*overrides: str, run_dir: str | Path | None = None, **options: Any) ->
     Raises ``CnnbenchError`` (the CLI's one-paragraph message) for bad overrides or a refused folder;
     nothing is written then.
     """
+    from cnnbench.commands.train import train as train_body
+
     args = _overrides(overrides, options)
     if run_dir is not None:
         args.append(f"hydra.run.dir={hydra_value(str(Path(run_dir)))}")
-    _, where = _launch(args)
+    _, where = _launch(lambda: train_body(args))
     if "run_dir" not in where:
         raise CnnbenchError("The run did not start (no run folder was chosen); see the log above.")
     return Run(where["run_dir"])
@@ -267,18 +273,16 @@ def sweep(*overrides: str, sweep_dir: str | Path | None = None, **options: Any) 
     stop button) continues the sweep as ``cnnbench resume SWEEP_DIR`` does: finished jobs are returned
     as they are, interrupted ones continue, unstarted ones start. Other overrides into that folder are
     refused (``CnnbenchError``), nothing changed."""
-    from cnnbench.commands.launch import list_sweep_jobs
+    from cnnbench.commands.train import train as train_body
 
     args = _overrides(overrides, options)
     if sweep_dir is not None and is_sweep(Path(sweep_dir)):
         return _continue_sweep(Path(sweep_dir), args)
     if sweep_dir is not None:
         args.append(f"hydra.sweep.dir={hydra_value(str(Path(sweep_dir)))}")
-    with _kernel_kept(), collected_errors() as errors:
-        code = list_sweep_jobs(args, quiet=True, command="train")
-    if code or errors:
-        raise CnnbenchError("\n".join(errors) or "The sweep was refused.", exit_code=code or 2)
-    _, where = _launch(["--multirun", *args])
+    _, where = _launch(lambda: train_body(args, multirun=True))
+    if "sweep_dir" not in where:
+        raise CnnbenchError("The sweep did not start (no sweep folder was chosen); see the log above.")
     return Sweep(where["sweep_dir"])
 
 
@@ -286,7 +290,7 @@ def _continue_sweep(sweep_dir: Path, args: list[str]) -> Sweep:
     """``sweep_dir`` holds a sweep: continue it if ``args`` are its own task overrides, else refuse."""
     from omegaconf import OmegaConf
 
-    from cnnbench.commands.resume import resume_sweep
+    from cnnbench.commands.train import resume
 
     recorded = OmegaConf.to_container(OmegaConf.load(sweep_dir / MULTIRUN_RECORD).hydra.overrides.task)
     given = [a for a in args if not a.lstrip("+~").startswith("hydra")]
@@ -296,7 +300,7 @@ def _continue_sweep(sweep_dir: Path, args: list[str]) -> Sweep:
             f"({' '.join(given)}); cnnbench never overwrites results. Give the same overrides to continue "
             f"it, or another sweep_dir for a new sweep. Nothing was changed."
         )
-    _launch(resume_sweep(sweep_dir))
+    _launch(lambda: resume(sweep_dir))
     return Sweep(sweep_dir)
 
 
@@ -321,20 +325,14 @@ def load(path: str | Path) -> Run | Sweep:
 def report(runs: RunsLike) -> Report:
     """The numbers and Figure 6 of ``cnnbench report`` for runs, sweeps or folders, without writing
     files (``Report.save(folder)`` writes them)."""
-    from cnnbench.reporting.core import load_runs
-    from cnnbench.reporting.plot import report_figure
-    from cnnbench.reporting.summary import build_rows, duplicate_seed_warnings
+    from cnnbench.reporting.core import compute_report
     from cnnbench.reporting.tables import csv_record
 
     # Folders as given (report finds the runs below them, as `cnnbench report` does).
     paths = [item.path if isinstance(item, (Run, Sweep)) else Path(item) for item in _items(runs)]
-    loaded, warnings = load_runs(find_runs(paths, "report"))
-    if not loaded:
-        raise CnnbenchError(f"No readable runs under {', '.join(map(str, paths))}. " + " ".join(warnings))
-    rows = build_rows(loaded)
-    warnings += duplicate_seed_warnings(rows)
-    table = _table([csv_record(row) for row in rows])
-    return Report(rows=table, figure=_figure(report_figure(rows, warnings)), warnings=warnings, _paths=paths)
+    computed = compute_report(paths)
+    table = _table([csv_record(row) for row in computed.rows])
+    return Report(table, _figure(computed.figure), computed.warnings, computed)
 
 
 def _items(runs: RunsLike) -> list[Run | Sweep | str | Path]:

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from cnnbench.data.paths import resolve_root
-from cnnbench.errors import CnnbenchError
+from cnnbench.errors import CnnbenchError, print_error
 
 NAMES = ("cifar10", "cifar100", "svhn")
 
@@ -148,3 +148,45 @@ def empty_root_hint(base: Path) -> str:
         f"point --root / CNNBENCH_DATA at the folder that holds them. Trainings with data.download=true also "
         f"fetch what they need."
     )
+
+
+# ---- the commands, with what they print ------------------------------------------------------------
+
+
+def download_command(names: list[str], root: str | None, extra: bool = False) -> int:
+    """`cnnbench data download`: fetch and check each dataset, printing where it is."""
+    for name, where in download(names, root, extra=extra):
+        print(f"{name}: ready in {where}")
+    return 0
+
+
+def verify_command(names: list[str], root: str | None) -> int:
+    """`cnnbench data verify`: every file checked and listed; 1 with the fix when any is missing or bad."""
+    results = verify(names, root)
+    bad = 0
+    for name, checks in results:
+        problems = [c for c in checks if c.state != "ok"]
+        bad += len(problems)
+        ok = len(checks) - len(problems)
+        print(f"{name}: {ok} file(s) ok" + (f", {len(problems)} missing or bad:" if problems else ""))
+        for check in problems:
+            print(f"  {check.state}: {check.relpath} ({check.detail})")
+    if bad:
+        again = " ".join(n for n, _ in results) + (f" --root {root}" if root else "")
+        print_error(
+            f"{bad} file(s) missing or bad (listed above). Delete them (for CIFAR, the whole folder) and run "
+            f"`cnnbench data download {again}` to fetch them again."
+        )
+        return 1
+    return 0
+
+
+def list_command(root: str | None) -> int:
+    """`cnnbench data list`: the data root and each dataset's folders, files and archives with sizes."""
+    base, found = listing(root)
+    print(f"Data root: {base}")
+    if not found:
+        print(empty_root_hint(base))
+    for name, path, size in found:
+        print(f"  {name:<9} {human(size):>9}  {path}")
+    return 0

@@ -8,6 +8,7 @@ import json
 import os
 import sys
 
+from cnnbench.core.overrides import HYDRA_FLAGS, unknown_flags
 from cnnbench.errors import CnnbenchError, print_error
 
 
@@ -20,11 +21,14 @@ def launch(args: list[str], command: str = "train") -> int:
     from cnnbench.errors import CnnbenchError
     from cnnbench.runs.files import LAUNCH_ENV
 
+    saved_argv, saved_env = (
+        sys.argv,
+        {name: os.environ.get(name) for name in ("HYDRA_FULL_ERROR", LAUNCH_ENV)},
+    )
     # Hydra re-raises instead of printing its own trimmed traceback; we print the message alone.
     os.environ["HYDRA_FULL_ERROR"] = "1"
     # The command as typed, for env.json (Hydra reads sys.argv, which holds only its own arguments).
     os.environ[LAUNCH_ENV] = json.dumps(["cnnbench", command, *args])
-    saved_argv = sys.argv
     sys.argv = ["cnnbench", *args]
     try:
         from cnnbench.commands.app import hydra_app
@@ -42,8 +46,25 @@ def launch(args: list[str], command: str = "train") -> int:
         )
         return 2
     finally:
+        # An in-process launch (the Python API, a test) leaves the caller's argv and environment as they were.
         sys.argv = saved_argv
+        for name, value in saved_env.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
     return 0
+
+
+def check_flags(command: str, args: list[str], hydra: bool = True) -> None:
+    """An option neither the command nor Hydra takes is refused (Hydra would read it as an override)."""
+    bad = unknown_flags(args, HYDRA_FLAGS if hydra else set())
+    if bad:
+        hint = " (Hydra's own flags pass through: --cfg job, --info, --hydra-help, ...)" if hydra else ""
+        raise CnnbenchError(
+            f"No such option for `cnnbench {command}`: {', '.join(bad)}{hint}. See `cnnbench {command} -h` "
+            f"for its options; overrides are written without dashes (depth=56)."
+        )
 
 
 def distributed_setup(multirun: bool):

@@ -6,6 +6,7 @@ import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from cnnbench.errors import CnnbenchError
 from cnnbench.reporting.runs import Run, load_run
@@ -65,8 +66,20 @@ def _prepare_out(out: Path) -> None:
         ) from exc
 
 
-def make_report(paths: list[Path], out: Path | None = None) -> ReportResult:
-    """Read every run folder under ``paths`` and write ``report.png``, ``report.md`` and ``report.csv``.
+@dataclass
+class ComputedReport:
+    """What a report shows, computed once: the runs read, Figure 6's rows, the warnings and the figure.
+    ``write_report`` writes exactly this; the Python API returns it without writing."""
+
+    paths: list[Path]  # as given
+    runs: list[Run]
+    rows: list[Row]  # one per (configuration, status), in Figure 6 order
+    warnings: list[str]
+    figure: Any  # matplotlib Figure
+
+
+def compute_report(paths: Sequence[Path]) -> ComputedReport:
+    """Read every run folder under ``paths`` and compute the report.
 
     ``paths`` may be run folders, Hydra sweep folders or folders holding several sweeps
     (``cnnbench.runs.find``); a run that never wrote metrics.json is named in the warnings. Runs that
@@ -75,14 +88,9 @@ def make_report(paths: list[Path], out: Path | None = None) -> ReportResult:
     different budget is a different experiment). Each configuration gets one row per status, so
     unfinished, diverged or failed seeds are shown but never averaged with completed ones.
 
-    ``out``: where the three files go, created if missing. Default: the given folder when exactly one
-    path is given, else ``./report``.
-
-    Raises ``CnnbenchError`` when no run folder is found or ``out`` cannot be written.
+    Raises ``CnnbenchError`` when no readable run is found.
     """
-    from cnnbench.reporting.diagnostics import diagnostics_markdown
     from cnnbench.reporting.plot import report_figure
-    from cnnbench.reporting.tables import markdown, write_csv
 
     paths = [Path(p) for p in paths]
     runs, warnings = load_runs(find_runs(paths, "report"))
@@ -94,22 +102,38 @@ def make_report(paths: list[Path], out: Path | None = None) -> ReportResult:
         )
     rows = build_rows(runs)
     warnings += duplicate_seed_warnings(rows)
+    figure = report_figure(rows, warnings)  # before the table: it may add warnings the table shows
+    return ComputedReport(paths=paths, runs=runs, rows=rows, warnings=warnings, figure=figure)
+
+
+def write_report(report: ComputedReport, out: Path | None = None) -> ReportResult:
+    """Write ``report.png``, ``report.md`` and ``report.csv`` of a computed report into ``out`` (created
+    if missing; default: the given folder when exactly one path was given, else ``./report``). Raises
+    ``CnnbenchError`` when ``out`` cannot be written."""
+    from cnnbench.reporting.diagnostics import diagnostics_markdown
+    from cnnbench.reporting.tables import markdown, write_csv
+
+    rows, paths, warnings = report.rows, report.paths, report.warnings
     out = Path(out) if out is not None else _default_out(paths)
     _prepare_out(out)
     png, md, csv_path = out / "report.png", out / "report.md", out / "report.csv"
     # Figures that `cnnbench analyze` / `landscape` already wrote here or in the runs are linked.
-    figures = diagnostics_markdown([out, *paths, *(run.path for run in runs)], out)
-    figure = report_figure(rows, warnings)  # before the table: it may add warnings the table shows
+    figures = diagnostics_markdown([out, *paths, *(run.path for run in report.runs)], out)
     text = markdown(rows, paths, png.name, warnings) + figures
     _write_all(
         out,
         [
             (csv_path, lambda tmp: write_csv(rows, tmp)),
             (md, lambda tmp: tmp.write_text(text, encoding="utf-8")),
-            (png, lambda tmp: figure.savefig(tmp, format="png")),
+            (png, lambda tmp: report.figure.savefig(tmp, format="png")),
         ],
     )
-    return ReportResult(out=out, png=png, md=md, csv=csv_path, rows=rows, runs=runs, warnings=warnings)
+    return ReportResult(out=out, png=png, md=md, csv=csv_path, rows=rows, runs=report.runs, warnings=warnings)
+
+
+def make_report(paths: Sequence[Path], out: Path | None = None) -> ReportResult:
+    """`cnnbench report PATHS --out OUT`: compute the report and write its three files."""
+    return write_report(compute_report(paths), out)
 
 
 def _write_all(out: Path, files: list[tuple[Path, Callable[[Path], object]]]) -> None:
@@ -144,3 +168,14 @@ def print_report(result: ReportResult, console=None) -> None:
     for warning in result.warnings:
         console.print(f"[yellow]warning:[/yellow] {warning}", highlight=False)
     console.print(f"Wrote {result.png}, {result.md} and {result.csv}.", highlight=False)
+
+
+def report_command(paths: Sequence[Path], out: Path | None = None) -> int:
+    """`cnnbench report`: write the report and print its table, the files and the warnings. Piped into a
+    file or a CI log the table is 160 columns wide (rich would wrap it at 80)."""
+    import sys
+
+    from rich.console import Console
+
+    print_report(make_report(paths, out), Console(width=None if sys.stdout.isatty() else 160))
+    return 0
