@@ -21,6 +21,7 @@ from cnnbench.errors import CnnbenchError, print_error
 from cnnbench.launchers.resolvers import register_resolvers as register_gpu_resolvers
 from cnnbench.runs.files import holds_run
 from cnnbench.runs.names import register as register_run_names
+from cnnbench.runs.taskconfig import task_config
 
 # ${cnnbench.run_name:} names sweep job folders (conf/config.yaml); jobs in other processes import this too.
 register_run_names()
@@ -113,15 +114,6 @@ def _refusals() -> Iterator[None]:
                 f"the command."
             )
         )
-
-
-def task_config(config: DictConfig) -> DictConfig:
-    """The job's config as the task function gets it: everything but the ``hydra`` section."""
-    from omegaconf import OmegaConf
-
-    task = OmegaConf.create({key: config[key] for key in config if key != "hydra"})
-    OmegaConf.set_struct(task, True)
-    return task
 
 
 def _refuse_unswept_experiment(config: DictConfig) -> None:

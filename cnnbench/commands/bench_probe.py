@@ -17,9 +17,9 @@ def run_probe(overrides: list[str], as_json: bool = False) -> dict[str, Any]:
 
     from cnnbench.core.cache import cache_dir
     from cnnbench.core.device import resolve_device
-    from cnnbench.engine.gpus import job_device
     from cnnbench.fastpath.choice import PROBE_BATCH, PROBE_DEPTH, parse_candidate
     from cnnbench.fastpath.probe import probe
+    from cnnbench.launchers.slots import job_device
 
     _, overrides = BenchProtocol.from_overrides(overrides)
     cfg = compose_config(overrides)

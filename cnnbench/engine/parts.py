@@ -27,12 +27,12 @@ from cnnbench.data import load_dataset
 from cnnbench.data.augment import BatchAugment, normalization_stats
 from cnnbench.data.loader import DeviceBatches
 from cnnbench.data.mixing import BatchMix
-from cnnbench.engine.gpus import job_device
 from cnnbench.errors import CnnbenchError
 from cnnbench.fastpath.choice import FastPath
 from cnnbench.fastpath.compilecache import SWEEP_CACHE_DIR, use_shared_cache
 from cnnbench.fastpath.request import FastPathRequest
 from cnnbench.fastpath.resolve import resolve
+from cnnbench.launchers.slots import job_device
 from cnnbench.models import build_model
 from cnnbench.models.ghostbn import use_ghost_bn
 

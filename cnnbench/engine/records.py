@@ -13,10 +13,10 @@ from typing import Any
 from omegaconf import DictConfig, OmegaConf
 
 from cnnbench.core.numerics import bn_images, describe, tf32_active
-from cnnbench.engine.gpus import sharing_record
 from cnnbench.engine.parts import Parts, model_options_of
 from cnnbench.engine.state import RunState
 from cnnbench.fastpath.steady import SteadyState
+from cnnbench.launchers.slots import sharing_record
 from cnnbench.runs.continuation import close_attempt, open_attempt
 from cnnbench.runs.files import (
     ENV_NAME,
@@ -156,7 +156,7 @@ class RunRecords:
             env["world_size"] = p.dist.world_size
             env["fast_path"] = p.fast_path.record()
             env["numerics"] = numerics = numerics_of(p)
-            env["gpu_sharing"] = sharing_record()  # k jobs per GPU, MPS (cnnbench/engine/gpus.py); null alone
+            env["gpu_sharing"] = sharing_record()  # k jobs per GPU, MPS (cnnbench/launchers/); null alone
             try:
                 write_json_atomic(self.run_dir / ENV_NAME, env)
             except OSError as exc:

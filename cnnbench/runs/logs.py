@@ -32,6 +32,10 @@ class ConsoleHandler(logging.Handler):
             self._inner.setFormatter(logging.Formatter(PLAIN_FORMAT))
 
     def emit(self, record: logging.LogRecord) -> None:
+        if isinstance(self._inner, logging.StreamHandler):
+            # The stdout of now, not of when the run started: an in-process caller (a notebook cell, a test
+            # runner) may have swapped and closed the one the handler was made with.
+            self._inner.stream = sys.stdout
         self._inner.emit(record)
 
 
