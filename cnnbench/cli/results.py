@@ -124,7 +124,7 @@ def eval_(
 def export(
     directory: Annotated[Path, typer.Argument(help="A run folder.", show_default=False)],
     fmt: Annotated[
-        ExportFormat, typer.Option("--format", help="onnx needs cnnbench[onnx].")
+        ExportFormat, typer.Option("--format", help='onnx needs pip install "cnnbench\\[onnx]".')
     ] = ExportFormat.torchscript,
     weights: Annotated[
         WeightsChoice, typer.Option(help="last (checkpoint.pt), best (best.pt) or ema.")
@@ -140,7 +140,7 @@ def export(
     torchscript and onnx take float RGB images in [0, 1] (uint8 / 255), shape (N, 3, 32, 32), NCHW, with
     the run's normalization built in, and return logits. state_dict is the bare network's weights (no
     normalization; the sidecar names the architecture and holds the mean/std). onnx needs
-    `pip install cnnbench[onnx]`.
+    `pip install "cnnbench\\[onnx]"`.
 
     Example: cnnbench export outputs/resnet56/2026-11-23_14-12-03_123456 --weights best
 

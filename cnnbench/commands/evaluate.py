@@ -24,6 +24,7 @@ import torch
 
 from cnnbench.commands.eval_files import check_writable_eval_json, write_outputs
 from cnnbench.commands.eval_options import NOT_LOADING_KEYS, EvalOptions, EvalReport, EvalResult, data_section
+from cnnbench.core.compiling import compile_module
 from cnnbench.engine.evaluation import Evaluated, evaluate_images
 from cnnbench.errors import CnnbenchError
 from cnnbench.runs.files import (
@@ -208,7 +209,7 @@ def evaluate_run(run_dir: Path, options: EvalOptions, cache: _DataCache) -> Eval
     forward = model
     try:
         if mode is not None:
-            forward = torch.compile(model) if mode == "default" else torch.compile(model, mode=mode)
+            forward = compile_module(model, mode)
             try:
                 evaluate_with(forward, slice(batch_size))  # compiles, outside the timed pass
             except Exception as exc:

@@ -108,7 +108,9 @@ class MinimalLoop:
         self.order, self.position = torch.empty(0, dtype=torch.long, device=device), 0
         self.net = CifarNet(depth, FAMILIES[model], images.shape[1], int(labels.max()) + 1)
         self.net = self.net.to(device, memory_format=self.layout).train()
-        self.model = self.net if compile_mode is None else torch.compile(self.net, mode=compile_mode)
+        # Compiled for its one batch shape, as cnnbench compiles its training step.
+        compiled = compile_mode is not None
+        self.model = torch.compile(self.net, mode=compile_mode, dynamic=False) if compiled else self.net
         self.optimizer = fastest_sgd(
             self.net.parameters(), device, lr=lr, momentum=momentum, weight_decay=weight_decay
         )

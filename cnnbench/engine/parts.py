@@ -17,6 +17,7 @@ from typing import Any
 import torch
 from omegaconf import DictConfig, OmegaConf
 
+from cnnbench.core.compiling import compile_module, fresh_compiler
 from cnnbench.core.device import autocast, resolve_device
 from cnnbench.core.distributed import DistContext, context, init
 from cnnbench.core.numerics import set_tf32
@@ -202,11 +203,13 @@ def build_parts(
     model = _build_model(cfg, data.num_classes, dist, device).to(device, memory_format=memory_format)
     compiled = fast_path.compile
 
-    def maybe_compile(module: torch.nn.Module) -> torch.nn.Module:
+    if compiled:
+        fresh_compiler()  # graphs of earlier runs in this process (a notebook, a worker) set nothing here
+
+    def maybe_compile(module: torch.nn.Module, static_shapes: bool) -> torch.nn.Module:
         if not compiled:
             return module
-        mode = fast_path.compile_mode
-        return torch.compile(module) if mode == "default" else torch.compile(module, mode=mode)
+        return compile_module(module, fast_path.compile_mode, static_shapes=static_shapes)
 
     train_model: torch.nn.Module = model
     if dist.enabled:
@@ -214,9 +217,11 @@ def build_parts(
 
         ids = [device.index] if device.type == "cuda" else None
         train_model = DistributedDataParallel(model, device_ids=ids)
-    # Static shapes (full batches only) let the compiled graphs be reused every step. Evaluation uses
-    # the bare model: only rank 0 evaluates, and DDP's forward would wait for the others.
-    train_forward, eval_forward = maybe_compile(train_model), maybe_compile(model)
+    # Static shapes (full batches only) let the compiled training graph be reused every step
+    # (core/compiling.py); evaluation's last batch is smaller, so its graph may take any batch size.
+    # Evaluation uses the bare model: only rank 0 evaluates, and DDP's forward would wait for the others.
+    train_forward = maybe_compile(train_model, static_shapes=True)
+    eval_forward = maybe_compile(model, static_shapes=False)
 
     # A captured update reads the lr from a device tensor (the schedule fills it in place); otherwise the
     # lr stays a float per group, as it always was.

@@ -9,6 +9,7 @@ from collections.abc import Callable
 
 import torch
 
+from cnnbench.core.compiling import compile_module
 from cnnbench.core.device import autocast
 from cnnbench.core.timing import fastest_in_rounds, median, ms_per_call
 from cnnbench.fastpath.choice import (
@@ -54,9 +55,7 @@ def workload(
     scaler = torch.amp.GradScaler(device.type) if precision == "fp16" else None
     forward = model
     if compiled:
-        forward = (
-            torch.compile(model) if compile_mode == "default" else torch.compile(model, mode=compile_mode)
-        )
+        forward = compile_module(model, compile_mode, static_shapes=True)  # as a run's training step
     context = autocast(device, precision, cache=not graphs)
     if not graphs:
         return lambda: model_step(forward, optimizer, scaler, context, images, labels)
