@@ -10,7 +10,7 @@ import pytest
 import yaml
 
 from cnnbench.reporting.plot import FEW_POINTS, lone_points, report_figure
-from cnnbench.reporting.runs import load_run
+from cnnbench.reporting.runs import read_record
 from cnnbench.reporting.summary import build_rows
 
 
@@ -41,7 +41,7 @@ def make_run(folder: Path, model: str, train: dict[int, float], test: dict[int, 
 
 def drawn_lines(*folders: Path) -> dict[tuple[str, str], object]:
     """{(panel title, "train"|"test"): Line2D} of the report figure for these runs."""
-    figure = report_figure(build_rows([load_run(f) for f in folders]))
+    figure = report_figure(build_rows([read_record(f) for f in folders]))
     lines = {}
     for ax in figure.axes:
         for line in ax.get_lines():

@@ -6,7 +6,7 @@ from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from cnnbench.diagnostics.runs import Compared, load_runs, output_folder
+from cnnbench.diagnostics.runs import Compared, load_compared, output_folder
 from cnnbench.errors import CnnbenchError
 
 DEFAULT_SAMPLES = 2048
@@ -92,7 +92,7 @@ def plan(
             f"each a forward pass over the sample of training images: hours on a CPU. Add --yes to run it "
             f"anyway, or lower --resolution (21 or 51 show the shape). Nothing was written."
         )
-    runs = load_runs(run_dirs, device, "cnnbench landscape")
+    runs = load_compared(run_dirs, device, "cnnbench landscape")
     datas = [c.run.load_data() for c in runs]
     sizes = [len(d.train_labels) for d in datas]
     n = min(DEFAULT_SAMPLES, min(sizes)) if samples is None else samples

@@ -38,7 +38,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from cnnbench.diagnostics.runs import Compared, load_runs, output_folder, prepare_output
+from cnnbench.diagnostics.runs import Compared, load_compared, output_folder, prepare_output
 from cnnbench.engine.gradflow import block_groups
 from cnnbench.errors import CnnbenchError
 
@@ -274,7 +274,7 @@ def analyze_runs(
 ) -> list[RunAnalysis]:
     """Analyze every run (one comparison); writes nothing."""
     check_samples(samples)
-    runs = load_runs(run_dirs, device, "cnnbench analyze")
+    runs = load_compared(run_dirs, device, "cnnbench analyze")
     return [analyze_run(c, samples, at_init) for c in runs]
 
 

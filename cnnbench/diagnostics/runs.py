@@ -21,7 +21,7 @@ def _base_label(run: TrainedRun) -> str:
     return f"{run.cfg.model.name}-{int(run.cfg.depth)}"
 
 
-def load_runs(
+def load_compared(
     run_dirs: Sequence[Path], device: str = "auto", command: str = "cnnbench analyze"
 ) -> list[Compared]:
     """Load every run (a CnnbenchError names a folder that is not a run, has no or a corrupt checkpoint),

@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from cnnbench.errors import CnnbenchError
-from cnnbench.reporting.runs import Run, load_run
+from cnnbench.reporting.runs import RunRecord, read_record
 from cnnbench.reporting.summary import Row, build_rows, duplicate_seed_warnings
 from cnnbench.runs.files import discard, write_error
 from cnnbench.runs.find import find_runs
@@ -24,7 +24,7 @@ class ReportResult:
     md: Path
     csv: Path
     rows: list[Row]  # one per (configuration, status), in Figure 6 order
-    runs: list[Run]
+    runs: list[RunRecord]
     warnings: list[str] = field(default_factory=list)
 
     @property
@@ -42,11 +42,11 @@ def _default_out(paths: Sequence[Path]) -> Path:
     return Path("report")
 
 
-def load_runs(run_dirs: list[Path]) -> tuple[list[Run], list[str]]:
+def read_records(run_dirs: list[Path]) -> tuple[list[RunRecord], list[str]]:
     runs, warnings = [], []
     for run_dir in run_dirs:
         try:
-            runs.append(load_run(run_dir))
+            runs.append(read_record(run_dir))
         except ValueError as exc:
             # A job may be rewriting its metrics.json right now: skip it, say so, keep the rest.
             warnings.append(f"Skipped {run_dir}: {exc}.")
@@ -72,7 +72,7 @@ class ComputedReport:
     ``write_report`` writes exactly this; the Python API returns it without writing."""
 
     paths: list[Path]  # as given
-    runs: list[Run]
+    runs: list[RunRecord]
     rows: list[Row]  # one per (configuration, status), in Figure 6 order
     warnings: list[str]
     figure: Any  # matplotlib Figure
@@ -93,7 +93,7 @@ def compute_report(paths: Sequence[Path]) -> ComputedReport:
     from cnnbench.reporting.plot import report_figure
 
     paths = [Path(p) for p in paths]
-    runs, warnings = load_runs(find_runs(paths, "report"))
+    runs, warnings = read_records(find_runs(paths, "report"))
     if not runs:
         raise CnnbenchError(
             f"No readable runs under {', '.join(map(str, paths))}: "

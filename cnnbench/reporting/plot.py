@@ -14,7 +14,7 @@ from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 from matplotlib.ticker import FuncFormatter
 
-from cnnbench.reporting.runs import Curve, Run, read_curves
+from cnnbench.reporting.runs import Curve, RunRecord, read_curves
 from cnnbench.reporting.summary import Row
 
 TRAIN_TAG, TEST_TAG = "error/train", "error/test"
@@ -163,7 +163,7 @@ def _draw_panel(ax, title: str, rows: list[Row], colours: dict, curves_of: Calla
     return plotted
 
 
-def _safe_curves(run: Run, warnings: list[str]) -> dict[str, Curve]:
+def _safe_curves(run: RunRecord, warnings: list[str]) -> dict[str, Curve]:
     try:
         return read_curves(run.path)
     except Exception as exc:  # a truncated or foreign event file must not cost the whole report

@@ -40,7 +40,7 @@ class Curve:
 
 
 @dataclass
-class Run:
+class RunRecord:
     """One run folder: what metrics.json and .hydra/config.yaml say about it."""
 
     path: Path
@@ -128,7 +128,7 @@ def _section_name(section: Any) -> str | None:
     return None if section is None else str(section)
 
 
-def load_run(run_dir: Path) -> Run:
+def read_record(run_dir: Path) -> RunRecord:
     """Read one run folder; an unreadable metrics.json or config raises ValueError (the caller warns and
     skips the run)."""
     if not (run_dir / METRICS_NAME).exists():
@@ -166,7 +166,7 @@ def load_run(run_dir: Path) -> Run:
     if depth is None:  # no config, or a depth interpolation that did not resolve
         depth = _int(metrics.get("depth"))
     max_iters = metrics.get("max_iters")
-    return Run(
+    return RunRecord(
         path=run_dir,
         status=str(metrics.get("status") or "unknown"),
         model=model,

@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from cnnbench.reporting.reference import paper_reference
-from cnnbench.reporting.runs import Run
+from cnnbench.reporting.runs import RunRecord
 from cnnbench.runs.files import STATUSES
 
 # Figure 6 order: plain left, ResNet right, other families after them.
@@ -49,9 +49,9 @@ class Row:
     options: dict[str, Any]  # model options plus the settings that tell this configuration from its siblings
     status: str
     config_status: str  # all runs of the configuration, e.g. "2 completed, 1 diverged"
-    runs: list[Run]
+    runs: list[RunRecord]
     paper: dict[str, Any] | None = None
-    all_runs: list[Run] = field(default_factory=list)  # every run of the configuration, any status
+    all_runs: list[RunRecord] = field(default_factory=list)  # every run of the configuration, any status
     train_error: Stat = field(init=False)
     test_error: Stat = field(init=False)
     # Test error of the weights with the best validation error (runs with data.val_size): selected without
@@ -134,19 +134,19 @@ def _status_rank(status: str) -> int:
     return STATUSES.index(status) if status in STATUSES else len(STATUSES)
 
 
-def status_counts(runs: list[Run]) -> str:
+def status_counts(runs: list[RunRecord]) -> str:
     """ "2 completed, 1 diverged" (in the order of STATUSES)."""
     counts = Counter(r.status for r in runs)
     return ", ".join(f"{counts[s]} {s}" for s in sorted(counts, key=lambda s: (_status_rank(s), s)))
 
 
-def status_summary(runs: list[Run]) -> str:
+def status_summary(runs: list[RunRecord]) -> str:
     """One status if all runs share it, else counts: "2 completed, 1 diverged"."""
     statuses = {r.status for r in runs}
     return statuses.pop() if len(statuses) == 1 else status_counts(runs)
 
 
-def _distinguishing_design(configs: dict[str, list[Run]]) -> dict[str, dict[str, Any]]:
+def _distinguishing_design(configs: dict[str, list[RunRecord]]) -> dict[str, dict[str, Any]]:
     """Per configuration key, the settings (optimizer.lr, ...) that differ from configurations that share
     its data, model, options and depth: shown as options so their rows can be told apart."""
     by_primary: dict[str, list[str]] = defaultdict(list)
@@ -176,10 +176,10 @@ def _sort_key(row: Row) -> tuple:
     )
 
 
-def build_rows(runs: list[Run]) -> list[Row]:
+def build_rows(runs: list[RunRecord]) -> list[Row]:
     """Group runs into configurations (same key) and split each by status, so only runs that share a
     status are averaged: a diverged or unfinished seed never pulls a completed mean."""
-    configs: dict[str, list[Run]] = defaultdict(list)
+    configs: dict[str, list[RunRecord]] = defaultdict(list)
     for run in runs:
         configs[run.key()].append(run)
     extra = _distinguishing_design(configs)
@@ -194,7 +194,7 @@ def build_rows(runs: list[Run]) -> list[Row]:
                 "augment": first.augment,
             }
         )
-        by_status: dict[str, list[Run]] = defaultdict(list)
+        by_status: dict[str, list[RunRecord]] = defaultdict(list)
         for run in config_runs:
             by_status[run.status].append(run)
         for status, status_runs in by_status.items():
@@ -217,7 +217,7 @@ def build_rows(runs: list[Run]) -> list[Row]:
 
 def duplicate_seed_warnings(rows: list[Row]) -> list[str]:
     """Two runs of one configuration with the same seed are probably a re-run counted twice."""
-    by_config: dict[tuple, list[Run]] = defaultdict(list)
+    by_config: dict[tuple, list[RunRecord]] = defaultdict(list)
     for row in rows:
         by_config[(row.name, row.data, row.augment)].extend(row.runs)
     warnings = []
