@@ -13,7 +13,8 @@ import pytest
 import yaml
 from conftest import TINY
 
-from cnnbench.commands.status import STALE_FLOOR_S, folder_status, format_duration
+from cnnbench.commands.status import folder_status, format_duration
+from cnnbench.commands.status_jobs import STALE_FLOOR_S
 
 
 @pytest.fixture

@@ -267,7 +267,8 @@ def job_names(sweep: Path) -> list[str]:
 def test_a_resumed_sweep_puts_its_jobs_back_into_their_folders(sweep, tmp_path, monkeypatch):
     """A job that never started (its folder gone) starts in the folder it would have had; the others are
     found where they are and skipped."""
-    from cnnbench.commands.status import NOT_STARTED, folder_status
+    from cnnbench.commands.status import folder_status
+    from cnnbench.commands.status_jobs import NOT_STARTED
 
     copy = copy_of(sweep, tmp_path)
     shutil.rmtree(copy / "model=resnet,seed=1")
