@@ -1,8 +1,10 @@
 """Everything one run trains with, built from the composed config: ``build_parts(cfg) -> Parts``.
 
-The order of construction is part of the result: the global RNG is seeded first, then the data is
-loaded and the model initialized from it, so the same seed gives the same initial weights (and the same
-run, bit for bit) whoever builds the parts, `cnnbench train` or `cnnbench bench`.
+The order of construction is part of the result: the data is loaded first (it draws from no global
+generator) and the fast path resolved (its probe may use the global RNG), then the global RNG is
+seeded and the model, optimizer, sampler and augmentation are built from it, so the same seed gives the
+same initial weights (and the same run, bit for bit) whoever builds the parts, `cnnbench train` or
+`cnnbench bench`.
 """
 
 from __future__ import annotations

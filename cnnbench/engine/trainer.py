@@ -301,7 +301,7 @@ def _run(
     watch_log_file(Path(run_dir))  # a line train.log cannot take stops the run (RunRecords), quietly
     try:
         if not (resume or restart):
-            # trainer.resume decides what a folder that already holds a run means (engine/continuation.py).
+            # trainer.resume decides what a folder that already holds a run means (runs/continuation.py).
             start = broadcast_object(decide(cfg, Path(run_dir)) if context().is_main else None)
             if start.done is not None:
                 log.info("%s is already completed; nothing to do, nothing changed.", run_dir)
