@@ -75,13 +75,9 @@ class Run:
 
     def model(self, device: str = "cpu", weights: str = "last") -> torch.nn.Module:
         """The trained network (eval mode) on ``device``; ``weights``: last, best (best.pt) or ema."""
-        from cnnbench.engine.trained import load_trained
-        from cnnbench.runs.weights import chosen_weights
+        from cnnbench.commands.trained_model import trained_model
 
-        chosen = chosen_weights(self.path, weights, option="weights=")
-        return load_trained(
-            self.path, device=device, checkpoint_name=chosen.checkpoint_name, state_key=chosen.state_key
-        ).model
+        return trained_model(self.path, device=device, weights=weights)
 
     def __repr__(self) -> str:
         m = self.metrics

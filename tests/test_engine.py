@@ -190,6 +190,19 @@ def test_no_module_imports_a_layer_above_its_own():
     assert not upward, "imports reaching up a layer: " + "; ".join(upward)
 
 
+def test_the_faces_reach_the_engine_only_through_the_commands():
+    # The CLI and the API are options and calls into a command's body (cnnbench/commands/, reporting/,
+    # diagnostics/): neither reaches past them into the engine or the fast path.
+    direct = [
+        f"{module} -> {target}"
+        for module in _modules()
+        if _layer(module) == len(LAYERS) - 1
+        for target in sorted(_imports(module))
+        if target.startswith(("cnnbench.engine", "cnnbench.fastpath"))
+    ]
+    assert not direct, "faces reaching into the engine: " + "; ".join(direct)
+
+
 def test_the_fast_path_imports_nothing_of_the_engine():
     # Same layer, one direction: the engine builds its parts through the fast path, never the reverse
     # (the update both share lives below them, in cnnbench.update).
