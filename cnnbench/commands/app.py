@@ -14,7 +14,7 @@ from typing import Any, NoReturn
 
 import hydra
 from hydra.experimental.callback import Callback
-from omegaconf import DictConfig
+from omegaconf import DictConfig, read_write
 
 from cnnbench.core.config import conf_dir
 from cnnbench.errors import CnnbenchError, print_error
@@ -77,6 +77,13 @@ class RefuseOverwrite(Callback):
         decide(task, run_dir)
         if not run_dir.exists():
             _new_run_folder["existing_parent"] = next(p for p in run_dir.parents if p.exists()).resolve()
+        if not _named_by_user(config, "hydra.run.dir") and int(os.environ.get("WORLD_SIZE", "1")) == 1:
+            # A stamped folder of its own, created exclusively (two runs started with the same stamp get
+            # two folders); Hydra then uses exactly this folder.
+            claimed = _claim_folder(run_dir)
+            with read_write(config.hydra.run):
+                config.hydra.run.dir = str(claimed)
+            last_launch["run_dir"] = claimed
 
     @staticmethod
     def _check_sweep(config: DictConfig) -> None:
@@ -86,12 +93,62 @@ class RefuseOverwrite(Callback):
             return
         _refuse_unnamed_sweeps(config)
         sweep_dir = Path(str(config.hydra.sweep.dir))
+        if not _named_by_user(config, "hydra.sweep.dir"):
+            sweep_dir = _claim_sweep_folder(config, sweep_dir)
+            last_launch["sweep_dir"] = sweep_dir
         if sweep_dir.is_dir() and any(holds_run(p) for p in sweep_dir.iterdir() if p.is_dir()):
             raise CnnbenchError(
                 f"{sweep_dir} already holds a sweep's runs; cnnbench never overwrites results. Continue "
                 f"it with `cnnbench resume {sweep_dir}`, or sweep into a new folder (drop "
                 f"hydra.sweep.dir=...)."
             )
+
+    def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
+        # How many jobs were filled from earlier runs (runs/reuse.py), and the training time that saved.
+        from cnnbench.runs.reuse_fill import reuse_summary
+
+        summary = reuse_summary(Path(str(config.hydra.sweep.dir)))
+        if summary:
+            print(summary, flush=True)
+
+
+def _named_by_user(config: DictConfig, key: str) -> bool:
+    return any(str(o).split("=", 1)[0].lstrip("+~") == key for o in config.hydra.overrides.hydra)
+
+
+def _claim_folder(folder: Path) -> Path:
+    """``folder``, or ``folder_1``, ``folder_2``...: the first that this process creates (mkdir is
+    exclusive, also between processes and machines sharing the file system)."""
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    for n in range(10_000):
+        candidate = folder if n == 0 else folder.with_name(f"{folder.name}_{n}")
+        try:
+            candidate.mkdir()
+            return candidate
+        except FileExistsError:
+            continue
+    raise CnnbenchError(f"Could not create a new folder beside {folder}: 10,000 names are taken.")
+
+
+def _claim_sweep_folder(config: DictConfig, sweep_dir: Path) -> Path:
+    """A sweep folder of its own. Hydra composes each job's config again and resolves the sweep folder's
+    ${now:} stamp from the cache it copies from this config, so a suffix goes into that cached stamp."""
+    from omegaconf import OmegaConf
+
+    if sweep_dir.exists() or "${now:" not in str(OmegaConf.to_container(config.hydra.sweep)["dir"]):
+        return sweep_dir  # an existing folder is checked below; a pattern without a stamp stays as it is
+    claimed = _claim_folder(sweep_dir)
+    if claimed != sweep_dir:
+        suffix = claimed.name[len(sweep_dir.name) :]
+        cache = OmegaConf.get_cache(config)
+        for key, stamp in list(cache.get("now", {}).items()):
+            if str(stamp) in str(sweep_dir):
+                cache["now"][key] = f"{stamp}{suffix}"
+        OmegaConf.set_cache(config, cache)
+        if Path(str(config.hydra.sweep.dir)) != claimed:  # a pattern that does not end in the stamp
+            claimed.rmdir()
+            return sweep_dir
+    return claimed
 
 
 @contextmanager
@@ -183,6 +240,22 @@ def _discard_unstarted(run_dir: Path) -> None:
             break
 
 
+def _outputs_root(cfg: DictConfig, hydra_cfg: Any, run_dir: Path, sweep_dir: Path | None) -> Path | None:
+    """Where this job looks for runs of its identity (runs/reuse.py); None under torchrun (no reuse)."""
+    from omegaconf import OmegaConf
+
+    from cnnbench.runs.reuse import outputs_root, settings_of
+
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1:
+        return None
+    raw = OmegaConf.to_container(hydra_cfg, resolve=False)
+    cwd = Path(str(hydra_cfg.runtime.cwd))
+    own = sweep_dir if sweep_dir is not None else run_dir
+    return outputs_root(
+        str(raw["run"]["dir"]), str(raw["sweep"]["dir"]), own, cwd, settings_of(cfg).store
+    ).resolve()
+
+
 @hydra.main(version_base="1.3", config_path=str(conf_dir()), config_name="config")
 def hydra_app(cfg: DictConfig) -> float | None:
     from hydra.core.hydra_config import HydraConfig
@@ -190,6 +263,7 @@ def hydra_app(cfg: DictConfig) -> float | None:
 
     from cnnbench.commands.resume import resume_sweep_job
     from cnnbench.engine.trainer import run
+    from cnnbench.runs.reuse import reuse_or_train
 
     hydra_cfg = HydraConfig.get()
     run_dir = Path(hydra_cfg.runtime.output_dir)
@@ -200,8 +274,11 @@ def hydra_app(cfg: DictConfig) -> float | None:
     try:
         if os.environ.get(RESUME_ENV):
             metrics = resume_sweep_job(cfg, run_dir, sweep_dir)
+        elif int(os.environ.get("RANK", "0")) > 0:
+            metrics = run(cfg, run_dir, sweep_dir=sweep_dir)  # rank 0 decides about reuse (none: torchrun)
         else:
-            metrics = run(cfg, run_dir, sweep_dir=sweep_dir)
+            with reuse_or_train(cfg, run_dir, _outputs_root(cfg, hydra_cfg, run_dir, sweep_dir)) as outcome:
+                metrics = outcome.metrics or run(cfg, run_dir, sweep_dir=sweep_dir)
     except CnnbenchError as error:
         if hydra_cfg.mode == RunMode.MULTIRUN:
             raise  # the sweep reports the failed job with its overrides

@@ -34,6 +34,7 @@ def _rules() -> dict[str, Rule]:
     from cnnbench.data.augment import NORMALIZATIONS
     from cnnbench.data.policies import POLICIES, RA_BINS
     from cnnbench.runs.continuation import RESUME_MODES
+    from cnnbench.runs.reuse import REUSE_MODES
 
     compile_modes = ("auto", "default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
     strength = number(0.0, example=0.4)
@@ -120,6 +121,10 @@ def _rules() -> dict[str, Rule]:
         "trainer.resume": choice(RESUME_MODES, "auto"),
         "trainer.label_smoothing": number(0.0, 1.0, 0.1, high_open=True),
         "trainer.ema_decay": number(0.0, 1.0, 0.999, high_open=True),
+        # --- reuse (cnnbench/runs/reuse.py)
+        "reuse.mode": choice(REUSE_MODES, "auto"),
+        "reuse.store": text("/data/cnnbench-outputs", what="a folder"),
+        "reuse.wait_s": number(0.0, example=86400.0),
     }
 
 
