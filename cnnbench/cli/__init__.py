@@ -6,7 +6,19 @@ from cnnbench.cli import data, diagnostics, results, training  # noqa: F401  (ea
 from cnnbench.cli.app import app
 
 # `cnnbench -h` lists the commands in the order a user meets them, not the order of the modules.
-ORDER = ("train", "config", "resume", "status", "report", "eval", "export", "analyze", "landscape", "models")
+ORDER = (
+    "train",
+    "config",
+    "resume",
+    "status",
+    "runs",
+    "report",
+    "eval",
+    "export",
+    "analyze",
+    "landscape",
+    "models",
+)
 ORDER += ("bench",)
 app.registered_commands.sort(
     key=lambda info: ORDER.index(info.name or info.callback.__name__)  # type: ignore[union-attr]

@@ -165,3 +165,52 @@ def status(paths: FoldersArg, as_json: JsonOpt = False) -> None:
     from cnnbench.commands.status import status_command
 
     run(lambda: status_command(list(paths), as_json))
+
+
+@app.command(name="runs")
+def runs_(
+    folder: Annotated[
+        Path | None,
+        typer.Argument(help="An outputs folder, a sweep or a run (default: outputs).", show_default=False),
+    ] = None,
+    filters: Annotated[
+        list[str] | None,
+        typer.Argument(
+            help="KEY=VALUE filters, all must hold; KEY=a,b: any of the values. KEY: a column (identity, "
+            "model, depth, seed, data, numerics, max_iters, status, experiment, reused) or a config key "
+            "(optimizer.lr).",
+            show_default=False,
+        ),
+    ] = None,
+    as_csv: Annotated[bool, typer.Option("--csv", help="Print the table as CSV.")] = False,
+    as_json: JsonOpt = False,
+    report: Annotated[
+        bool,
+        typer.Option(
+            "--report",
+            help="Write `cnnbench report` of the matching runs (one per identity; mean ± std over seeds).",
+        ),
+    ] = False,
+    out: Annotated[
+        Path | None, typer.Option("--out", "-o", help="With --report: where to write it (default: ./report).")
+    ] = None,
+) -> None:
+    """Every run under an outputs folder, whichever sweep trained it: identity, model, depth, seed, data,
+    numerics, max_iters, status, final errors and folder. Reads small files only; writes nothing (but the
+    folder's identity index when it has none).
+
+    Examples:
+
+      cnnbench runs model=resnet status=completed
+
+      cnnbench runs outputs experiment=degradation --csv > runs.csv
+
+      cnnbench runs model=plain,resnet depth=20,56 status=completed --report
+    """
+    from cnnbench.commands.runs_table import runs_command
+
+    # A first argument with `=` is a filter: the folder then defaults to outputs.
+    given = [str(folder)] if folder is not None else []
+    if given and "=" in given[0] and not Path(given[0]).exists():
+        filters, folder = [given[0], *(filters or [])], None
+    run(lambda: runs_command(folder, filters or [], as_csv=as_csv, as_json=as_json, report=report, out=out))
