@@ -1,7 +1,8 @@
 """cnnbench: plain vs residual CNNs on CIFAR, reproducibly.
 
 From Python: ``cnnbench.train(...)``, ``cnnbench.sweep(...)``, ``cnnbench.load(path)``,
-``cnnbench.report(...)``, ``cnnbench.analyze(...)``, ``cnnbench.landscape(...)`` (``cnnbench.api``);
+``cnnbench.report(...)``, ``cnnbench.runs(...)``, ``cnnbench.analyze(...)``, ``cnnbench.landscape(...)``
+(``cnnbench.api``);
 refusals raise ``cnnbench.CnnbenchError``.
 """
 
@@ -22,6 +23,7 @@ __all__ = [
     "landscape",
     "load",
     "report",
+    "runs",
     "sweep",
     "train",
 ]

@@ -331,6 +331,17 @@ def report(runs: RunsLike) -> Report:
     return Report(table, _figure(computed.figure), computed.warnings, computed)
 
 
+def runs(*filters: str, folder: str | Path = "outputs", **where: Any) -> Any:
+    """Every run under ``folder`` as `cnnbench runs` lists it (identity, model, depth, seed, data,
+    numerics, max_iters, status, errors, folder...): a pandas DataFrame, else a list of dicts. Filters as
+    ``"model=resnet"`` or ``model="resnet"`` (``optimizer__lr=0.1`` for a config key). Its ``folder``
+    column goes to ``report``: ``cnnbench.report(cnnbench.runs(model="resnet").folder)``."""
+    from cnnbench.commands.runs_table import collect, public
+
+    given = [*filters, *(f"{key.replace('__', '.')}={value}" for key, value in where.items())]
+    return _table([public(record) for record in collect(Path(folder), given)])
+
+
 def _items(runs: RunsLike) -> list[Run | Sweep | str | Path]:
     return [runs] if isinstance(runs, (Run, Sweep, str, Path)) else list(runs)
 
