@@ -39,6 +39,8 @@ _new_run_folder: dict[str, Path] = {}
 # The folder the latest launch in this process trains into (run_dir) or sweeps into (sweep_dir): the
 # Python API returns it as a Run or Sweep, also when the run was refused or interrupted.
 last_launch: dict[str, Path] = {}
+# hydra.run.dir as configured, before this call's run folder replaced it (where the outputs root lies).
+_run_dir_pattern: dict[str, str] = {}
 
 
 def _refuse(error: CnnbenchError) -> NoReturn:
@@ -62,6 +64,7 @@ class RefuseOverwrite(Callback):
     @staticmethod
     def _check_run(config: DictConfig) -> None:
         _new_run_folder.clear()  # an earlier run of this process says nothing about this one
+        _run_dir_pattern.clear()
         last_launch.clear()
         last_launch["run_dir"] = Path(str(config.hydra.run.dir))
         if int(os.environ.get("RANK", "0")) > 0:
@@ -81,6 +84,9 @@ class RefuseOverwrite(Callback):
             # A stamped folder of its own, created exclusively (two runs started with the same stamp get
             # two folders); Hydra then uses exactly this folder.
             claimed = _claim_folder(run_dir)
+            from omegaconf import OmegaConf
+
+            _run_dir_pattern["dir"] = str(OmegaConf.to_container(config.hydra.run)["dir"])
             with read_write(config.hydra.run):
                 config.hydra.run.dir = str(claimed)
             last_launch["run_dir"] = claimed
@@ -251,9 +257,8 @@ def _outputs_root(cfg: DictConfig, hydra_cfg: Any, run_dir: Path, sweep_dir: Pat
     raw = OmegaConf.to_container(hydra_cfg, resolve=False)
     cwd = Path(str(hydra_cfg.runtime.cwd))
     own = sweep_dir if sweep_dir is not None else run_dir
-    return outputs_root(
-        str(raw["run"]["dir"]), str(raw["sweep"]["dir"]), own, cwd, settings_of(cfg).store
-    ).resolve()
+    run_pattern = _run_dir_pattern.get("dir", str(raw["run"]["dir"]))
+    return outputs_root(run_pattern, str(raw["sweep"]["dir"]), own, cwd, settings_of(cfg).store).resolve()
 
 
 @hydra.main(version_base="1.3", config_path=str(conf_dir()), config_name="config")
