@@ -23,7 +23,7 @@ import logging
 import os
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -167,34 +167,23 @@ def reuse_or_train(cfg: Any, run_dir: Path, root: Path | None) -> Iterator[Outco
         with _registered(root, run_dir, identity):
             yield Outcome(identity, root)
         return
-    deadline, announced = time.monotonic() + settings.wait_s, False
-    while True:
-        claim = _try_claim(root, identity.digest)
-        found = survey(root, identity.digest, run_dir)
-        if found.completed:
-            if claim is not None:
-                claim.release()
-            source = found.completed[0]
-            metrics = fill_from(run_dir, source, identity.digest)
+    try:
+        claim, found = _decide(root, identity, run_dir, settings.wait_s)
+    except OSError as exc:  # an outputs root this job cannot write into: no index, no claim
+        log.warning("Not looking for a run to reuse under %s (%s); training.", root, exc.strerror or exc)
+        yield Outcome(identity, None)
+        return
+    if found.completed:
+        source = found.completed[0]
+        metrics = fill_from(run_dir, source, identity.digest)
+        with suppress(OSError):
             register(root, run_dir, identity.digest, status=metrics.get("status"), reused_from=str(source))
-            log.info(
-                "Reused %s (identity %s, trained there in %s): nothing trained; its results are in %s.",
-                source, identity.short, duration(float(metrics.get("elapsed_seconds") or 0.0)), run_dir,
-            )  # fmt: skip
-            yield Outcome(identity, root, metrics, source)
-            return
-        if claim is not None and not found.running:
-            break
-        if claim is not None:
-            claim.release()
-        left = deadline - time.monotonic()
-        if left <= 0:
-            raise _refusal(run_dir, found.running, settings.wait_s)
-        if not announced:
-            where = ", ".join(map(str, found.running)) or "another job"
-            log.info("A run of identity %s is being trained in %s: waiting for it.", identity.short, where)
-            announced = True
-        time.sleep(min(POLL_S, max(0.05, settings.wait_s / 20), left))
+        log.info(
+            "Reused %s (identity %s, trained there in %s): nothing trained; its results are in %s.",
+            source, identity.short, duration(float(metrics.get("elapsed_seconds") or 0.0)), run_dir,
+        )  # fmt: skip
+        yield Outcome(identity, root, metrics, source)
+        return
     for folder, status in found.unusable:
         log.info("Not reused: %s has the same identity but is %s; training here.", folder, status)
     try:
@@ -204,11 +193,39 @@ def reuse_or_train(cfg: Any, run_dir: Path, root: Path | None) -> Iterator[Outco
         claim.release()
 
 
+def _decide(root: Path, identity: Identity, run_dir: Path, wait_s: float) -> tuple[Any, Survey]:
+    """Wait while a run of this identity is in progress (up to ``wait_s``); then the survey, and the
+    identity's claim when there is no completed run to reuse (the caller trains holding it)."""
+    deadline, announced = time.monotonic() + wait_s, False
+    while True:
+        claim = _try_claim(root, identity.digest)
+        found = survey(root, identity.digest, run_dir)
+        if found.completed:
+            if claim is not None:
+                claim.release()
+            return None, found
+        if claim is not None and not found.running:
+            return claim, found
+        if claim is not None:
+            claim.release()
+        left = deadline - time.monotonic()
+        if left <= 0:
+            raise _refusal(run_dir, found.running, wait_s)
+        if not announced:
+            where = ", ".join(map(str, found.running)) or "another job"
+            log.info("A run of identity %s is being trained in %s: waiting for it.", identity.short, where)
+            announced = True
+        time.sleep(min(POLL_S, max(0.05, wait_s / 20), left))
+
+
 @contextmanager
 def _registered(root: Path | None, run_dir: Path, identity: Identity) -> Iterator[None]:
     """The job's index entry: written when it starts (others see it running) and when it ends."""
     if root is not None:
-        register(root, run_dir, identity.digest, status="running")
+        try:
+            register(root, run_dir, identity.digest, status="running")
+        except OSError as exc:  # the index is a cache: a read-only or full outputs root trains anyway
+            log.warning("Could not write the run index under %s (%s).", root, exc.strerror or exc)
     try:
         yield
     finally:
