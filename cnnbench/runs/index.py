@@ -64,6 +64,12 @@ def register(root: Path, run_dir: Path, digest: str, **facts: Any) -> None:
     write_json_atomic(folder / f"{_run_key(relative)}.json", entry)
 
 
+def unregister(root: Path, run_dir: Path, digest: str) -> None:
+    """Remove the run's own entry (a job refused before its run started)."""
+    with suppress(OSError):
+        (identity_folder(root, digest) / f"{_run_key(_relative(root, run_dir))}.json").unlink()
+
+
 def is_built(root: Path) -> bool:
     return (index_root(root) / BUILT_MARK).is_file()
 

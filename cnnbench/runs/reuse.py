@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import logging
 import os
+import shutil
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager, suppress
@@ -31,7 +32,7 @@ from typing import Any
 from cnnbench.errors import CnnbenchError
 from cnnbench.runs.files import CHECKPOINT_NAME, holds_run, read_metrics
 from cnnbench.runs.identity import Identity, identity_of, recorded_identity, write_identity
-from cnnbench.runs.index import identity_folder, register, runs_with
+from cnnbench.runs.index import INDEX_NAME, identity_folder, register, runs_with, unregister
 from cnnbench.runs.lock import HELD, FolderBusy, acquire, probe
 from cnnbench.runs.reuse_fill import duration, fill_from
 
@@ -152,7 +153,25 @@ def _refusal(run_dir: Path, running: list[Path], wait_s: float) -> CnnbenchError
 @contextmanager
 def reuse_or_train(cfg: Any, run_dir: Path, root: Path | None) -> Iterator[Outcome]:
     """Decide for the job in ``run_dir``: yields an ``Outcome`` with the reused metrics, or one to train
-    (holding the identity's claim until the block ends). ``root`` None: reuse is off (torchrun)."""
+    (holding the identity's claim until the block ends). ``root`` None: reuse is off (torchrun).
+
+    A job refused before its run started (a bad value found while building it, a run in progress that
+    it waited for in vain) leaves the index as it found it, as it leaves no run folder."""
+    index_existed = root is None or (Path(root) / INDEX_NAME).exists()
+    try:
+        with _reuse_or_train(cfg, run_dir, root) as outcome:
+            yield outcome
+    finally:
+        if root is not None and not holds_run(Path(run_dir)):
+            unregister(root, run_dir, identity_of(cfg).digest)
+            if not index_existed:
+                # Made by this call alone, a moment ago; deleting it races only with a job that started
+                # in this brand-new outputs root at the same moment.
+                shutil.rmtree(Path(root) / INDEX_NAME, ignore_errors=True)
+
+
+@contextmanager
+def _reuse_or_train(cfg: Any, run_dir: Path, root: Path | None) -> Iterator[Outcome]:
     settings = settings_of(cfg)
     identity = identity_of(cfg)
     run_dir = Path(run_dir)
