@@ -291,3 +291,21 @@ def test_two_starts_with_the_same_stamp_get_two_folders(reused, tmp_path, monkey
     cli("train", *TINY, "depth=8")
     cli("train", *TINY, "depth=8")
     assert sorted(p.name for p in (cwd / "outputs" / "plain8").iterdir()) == ["forced", "forced_1"]
+
+
+def test_a_sweep_whose_stamped_folder_exists_gets_its_own(tmp_path, monkeypatch):
+    import hydra.core.utils
+
+    class Frozen:  # every ${now:...} stamp is the same one
+        @staticmethod
+        def now():
+            return type("Now", (), {"strftime": lambda self, pattern: "frozen"})()
+
+    monkeypatch.setattr(hydra.core.utils, "datetime", Frozen)
+    earlier = tmp_path / "outputs" / "multirun" / "frozen" / "job"
+    earlier.mkdir(parents=True)
+    (earlier / "metrics.json").write_text("{}")
+    Cli(tmp_path)("train", "-m", *TINY, "depth=8", "reuse.mode=never")
+    (job,) = [p for p in (tmp_path / "outputs" / "multirun" / "frozen_1").iterdir() if p.is_dir()]
+    assert json.loads((job / "metrics.json").read_text())["status"] == "completed"
+    assert (earlier / "metrics.json").read_text() == "{}"

@@ -141,8 +141,8 @@ def _claim_sweep_folder(config: DictConfig, sweep_dir: Path) -> Path:
     ${now:} stamp from the cache it copies from this config, so a suffix goes into that cached stamp."""
     from omegaconf import OmegaConf
 
-    if sweep_dir.exists() or "${now:" not in str(OmegaConf.to_container(config.hydra.sweep)["dir"]):
-        return sweep_dir  # an existing folder is checked below; a pattern without a stamp stays as it is
+    if "${now:" not in str(OmegaConf.to_container(config.hydra.sweep)["dir"]):
+        return sweep_dir  # a pattern without a stamp names its folder: the check below applies
     claimed = _claim_folder(sweep_dir)
     if claimed != sweep_dir:
         suffix = claimed.name[len(sweep_dir.name) :]
