@@ -147,11 +147,14 @@ def test_sweep_load_and_report(tiny_sweep: cnnbench.Sweep, tmp_path: Path) -> No
     assert isinstance(loaded, cnnbench.Sweep) and [r.path for r in loaded] == [r.path for r in sweep]
     assert isinstance(cnnbench.load(sweep[0].path), cnnbench.Run)
 
+    # The sweep ended with its own report (as `cnnbench train -m`); report() leaves it as it is.
+    written = {p.name: p.stat().st_mtime_ns for p in sweep.path.glob("report.*")}
+    assert set(written) == {"report.png", "report.md", "report.csv"}
     result = cnnbench.report(sweep)
     rows = result.rows.to_dict("records") if hasattr(result.rows, "to_dict") else result.rows
     assert sorted(row["model"] for row in rows) == ["plain", "resnet"]
     assert len(result.figure.axes) >= 2
-    assert not (sweep.path / "report.png").exists()  # nothing written until save()
+    assert {p.name: p.stat().st_mtime_ns for p in sweep.path.glob("report.*")} == written  # until save()
     out = result.save(tmp_path / "report")
     assert {"report.png", "report.md", "report.csv"} <= {p.name for p in out.iterdir()}
     with pytest.raises(CnnbenchError, match="neither a run folder"):

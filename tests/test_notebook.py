@@ -70,7 +70,12 @@ def check_outputs(nb: nbformat.NotebookNode, sweep_dir: Path, iters: int) -> Non
 
     # Progress: one bar per run, updated in place to its end; no scroll of progress lines.
     sweep_cell = cell(nb, "sweep = cnnbench.sweep(")
-    bars = [o for o in sweep_cell.outputs if o.output_type == "display_data" and "text/html" in o.data]
+    # (The sweep's report, printed when it ends, shows as HTML too: not a bar.)
+    bars = [
+        o
+        for o in sweep_cell.outputs
+        if o.output_type == "display_data" and "<progress" in o.data.get("text/html", "")
+    ]
     assert [b.data["text/plain"].split(" on ")[0] for b in bars] == list(LABELS)
     for bar in bars:
         assert f"{iters}/{iters}" in bar.data["text/plain"] and "<progress" in bar.data["text/html"]

@@ -14,7 +14,13 @@ from cnnbench.commands.choices import EvalPrecision, ExportFormat, Split, Tta, W
 
 @app.command()
 def report(
-    directories: FoldersArg,
+    directories: Annotated[
+        list[Path] | None,
+        typer.Argument(
+            help="Run folders or sweep folders (default: the latest sweep under outputs/multirun).",
+            show_default=False,
+        ),
+    ] = None,
     out: Annotated[
         Path | None,
         typer.Option(
@@ -26,11 +32,13 @@ def report(
 ) -> None:
     """Figure 6 and Table 6 from run folders: report.png, report.md, report.csv, and a table here.
 
+    Without a folder: the latest sweep under outputs/multirun (a sweep writes its own report when it ends).
+
     Example: cnnbench report outputs/multirun/2026-11-23_14-12-03_123456
     """
     from cnnbench.reporting.core import report_command
 
-    run(lambda: report_command(list(directories), out))
+    run(lambda: report_command(list(directories or []), out))
 
 
 @app.command()

@@ -26,6 +26,8 @@ def train(overrides: OverridesArg = None, multirun: MultirunOpt = False) -> None
       cnnbench train -m experiment=degradation_quick
 
     Hydra's own flags pass through: --cfg job, --info, --hydra-help, hydra.run.dir=..., hydra/launcher=joblib.
+
+    A sweep ends with report.png/.md/.csv in its folder; hydra.callbacks.report.enabled=false skips them.
     """
     from cnnbench.commands.train import train as train_body
 

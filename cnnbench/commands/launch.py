@@ -17,6 +17,7 @@ def launch(args: list[str], command: str = "train") -> int:
     from hydra.errors import HydraException
     from omegaconf.errors import OmegaConfBaseException
 
+    from cnnbench.commands.sweep_report import report_unended_sweep
     from cnnbench.core.overrides import clean_hydra_message, explain_override_problem
     from cnnbench.errors import CnnbenchError
     from cnnbench.runs.files import LAUNCH_ENV
@@ -46,6 +47,8 @@ def launch(args: list[str], command: str = "train") -> int:
         )
         return 2
     finally:
+        # A sweep stopped by a failed job or a signal never reaches Hydra's on_multirun_end: its report here.
+        report_unended_sweep()
         # An in-process launch (the Python API, a test) leaves the caller's argv and environment as they were.
         sys.argv = saved_argv
         for name, value in saved_env.items():
@@ -96,9 +99,14 @@ def list_sweep_jobs(args: list[str], quiet: bool = False, command: str = "config
     Plugins.instance().register(ListLauncher)
     scratch = tempfile.mkdtemp(prefix="cnnbench-config-m-")  # Hydra writes multirun.yaml to the sweep dir
     try:
-        # The launcher's own settings (n_jobs, timeout_min, ...) do not change the jobs: left out.
+        # The launcher's own settings (n_jobs, timeout_min, ...) and the sweep's report do not change the
+        # jobs: left out (no report of this throw-away sweep).
         kept = [
-            a for a in args if not a.startswith(("hydra/launcher=", "hydra.launcher.", "hydra.sweep.dir="))
+            a
+            for a in args
+            if not a.startswith(
+                ("hydra/launcher=", "hydra.launcher.", "hydra.sweep.dir=", "hydra.callbacks.report.")
+            )
         ]
         return launch(
             [
@@ -107,6 +115,7 @@ def list_sweep_jobs(args: list[str], quiet: bool = False, command: str = "config
                 "hydra/launcher=cnnbench_list",
                 f"hydra.launcher.quiet={str(quiet).lower()}",
                 f"hydra.sweep.dir={scratch}",
+                "hydra.callbacks.report.enabled=false",
                 "hydra/hydra_logging=none",
                 "hydra/job_logging=none",
             ],

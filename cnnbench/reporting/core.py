@@ -170,12 +170,35 @@ def print_report(result: ReportResult, console=None) -> None:
     console.print(f"Wrote {result.png}, {result.md} and {result.csv}.", highlight=False)
 
 
+# Where sweeps are when no folder is given: hydra.sweep.dir's default (conf/config.yaml), from here.
+SWEEPS_ROOT = Path("outputs") / "multirun"
+
+
+def latest_sweep_or_refuse() -> Path:
+    """The latest sweep under ``outputs/multirun`` of the working folder, or the one-paragraph refusal."""
+    from cnnbench.runs.find import latest_sweep
+
+    sweep = latest_sweep(SWEEPS_ROOT)
+    if sweep is None:
+        raise CnnbenchError(
+            f"No sweep under {SWEEPS_ROOT} (of {Path.cwd()}), where `cnnbench train -m` puts them. Give "
+            f"`cnnbench report` a folder: a run, a sweep or a folder holding several, e.g. `cnnbench report "
+            f"outputs/multirun/<stamp>` or `cnnbench report outputs/resnet56/<stamp>`."
+        )
+    return sweep
+
+
 def report_command(paths: Sequence[Path], out: Path | None = None) -> int:
-    """`cnnbench report`: write the report and print its table, the files and the warnings. Piped into a
-    file or a CI log the table is 160 columns wide (rich would wrap it at 80)."""
+    """`cnnbench report`: write the report and print its table, the files and the warnings; without
+    ``paths``, of the latest sweep (named first). Piped into a file or a CI log the table is 160 columns
+    wide (rich would wrap it at 80)."""
     import sys
 
     from rich.console import Console
 
-    print_report(make_report(paths, out), Console(width=None if sys.stdout.isatty() else 160))
+    console = Console(width=None if sys.stdout.isatty() else 160)
+    if not paths:
+        paths = [latest_sweep_or_refuse()]
+        console.print(f"Reporting the latest sweep, {paths[0]} (give a folder for another).", highlight=False)
+    print_report(make_report(paths, out), console)
     return 0

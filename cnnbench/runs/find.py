@@ -74,3 +74,25 @@ def find_runs(paths: Iterable[Path], command: str) -> list[Path]:
             f"{WHAT_TO_GIVE}."
         )
     return list(dict.fromkeys(found))
+
+
+# Hydra's default sweep folder name (conf/config.yaml hydra.sweep.dir): its stamp sorts by time.
+SWEEP_STAMP = "%Y-%m-%d_%H-%M-%S_%f"
+
+
+def latest_sweep(root: Path) -> Path | None:
+    """The newest sweep folder directly under ``root`` (e.g. ``outputs/multirun``), or None if there is
+    none: by the stamp in its name (when it started), else by the time its ``multirun.yaml`` was written."""
+    from datetime import datetime
+
+    def started(sweep: Path) -> float:
+        try:
+            return datetime.strptime(sweep.name, SWEEP_STAMP).timestamp()
+        except ValueError:
+            return (sweep / MULTIRUN_RECORD).stat().st_mtime
+
+    try:
+        sweeps = [p for p in Path(root).iterdir() if p.is_dir() and is_sweep(p)]
+    except OSError:
+        return None
+    return max(sweeps, key=lambda p: (started(p), p.name), default=None)
