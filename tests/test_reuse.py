@@ -199,22 +199,75 @@ def test_a_diverged_run_is_never_reused(reused, tmp_path):
     assert json.loads((tmp_path / "r" / "metrics.json").read_text())["status"] == "completed"
 
 
+HOLD = (
+    "import json, sys, time\n"
+    "from pathlib import Path\n"
+    "from cnnbench.runs.lock import acquire\n"
+    "folder, seconds, then = Path(sys.argv[1]), float(sys.argv[2]), sys.argv[3]\n"
+    "lock = acquire(folder, 'train')\n"
+    "print('held', flush=True)\n"
+    "time.sleep(seconds)\n"
+    "if then != '-':  # the run ends: its metrics.json says how\n"
+    "    m = json.loads((folder / 'metrics.json').read_text())\n"
+    "    (folder / 'metrics.json').write_text(json.dumps({**m, 'status': then}))\n"
+    "lock.release()\n"
+)
+
+
+def _hold(folder: Path, seconds: float, then: str = "-") -> subprocess.Popen:
+    """Another process that holds ``folder``'s run.lock for ``seconds`` (a run training there)."""
+    holder = subprocess.Popen(
+        [sys.executable, "-c", HOLD, str(folder), str(seconds), then], stdout=subprocess.PIPE, text=True
+    )
+    assert holder.stdout.readline().strip() == "held"
+    return holder
+
+
 def test_a_run_in_progress_is_never_trained_twice_at_once(reused, tmp_path):
     cli, _, _, two, _, _ = reused
     copy = _store_with(two / "depth=14", tmp_path / "store", "running")
-    holder = subprocess.Popen(
-        [sys.executable, "-c", f"import sys, time; from pathlib import Path; from cnnbench.runs.lock import "
-         f"acquire; acquire(Path({str(copy)!r}), 'train'); print('held', flush=True); time.sleep(120)"],
-        stdout=subprocess.PIPE, text=True,
-    )  # fmt: skip
+    holder = _hold(copy, 120)
     try:
-        assert holder.stdout.readline().strip() == "held"
         store, run_dir = f"reuse.store={tmp_path / 'store'}", tmp_path / "r"
         result = cli(
             "train", *TINY, "depth=14", store, "reuse.wait_s=0.3", f"hydra.run.dir={run_dir}", code=2
         )
         assert "being trained in" in result.output and str(copy) in result.output
-        assert not (run_dir / "checkpoint.pt").exists()
+        assert not run_dir.exists()  # refused: nothing written
+    finally:
+        holder.kill()
+        holder.wait()
+
+
+def test_a_run_in_progress_is_waited_for_then_reused(reused, tmp_path):
+    cli, _, _, two, _, _ = reused
+    copy = _store_with(two / "depth=14", tmp_path / "store", "running")
+    holder = _hold(copy, 1.0, then="completed")
+    try:
+        store, run_dir = f"reuse.store={tmp_path / 'store'}", tmp_path / "r"
+        result = cli("train", *TINY, "depth=14", store, "reuse.wait_s=60", f"hydra.run.dir={run_dir}")
+        assert "waiting for it" in result.output
+        assert json.loads((run_dir / "reused.json").read_text())["source"] == str(copy.resolve())
+    finally:
+        holder.kill()
+        holder.wait()
+
+
+def test_an_identity_claimed_by_another_job_is_not_trained_here(reused, tmp_path):
+    from cnnbench.runs.index import identity_folder
+
+    cli, _, _, two, _, _ = reused
+    store = tmp_path / "store"
+    claim = identity_folder(store, run_identity(two / "depth=14"))
+    claim.mkdir(parents=True)
+    holder = _hold(claim, 120)  # a job that decided to train this identity a moment ago
+    try:
+        run_dir = tmp_path / "r"
+        result = cli(
+            "train", *TINY, "depth=14", f"reuse.store={store}", "reuse.wait_s=0.3",
+            f"hydra.run.dir={run_dir}", code=2,
+        )  # fmt: skip
+        assert "another job" in result.output and not run_dir.exists()
     finally:
         holder.kill()
         holder.wait()
