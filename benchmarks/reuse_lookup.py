@@ -1,4 +1,4 @@
-"""How long a job takes to find a run of its identity among many run folders (cnnbench/runs/index.py).
+"""How long a job takes to find a run of its identity among many run folders (cnnbench/rundir/index.py).
 
 Creates N fake run folders (default 10,000: 1,000 sweeps of 10 jobs, each with identity.json,
 metrics.json and checkpoint.pt) in a temporary folder, then times the cold lookup (the index built from
@@ -19,9 +19,9 @@ import tempfile
 import time
 from pathlib import Path
 
-from cnnbench.runs.identity import IDENTITY_NAME, SCHEME
-from cnnbench.runs.index import runs_with
-from cnnbench.runs.reuse import survey
+from cnnbench.rundir.identity import IDENTITY_NAME, SCHEME
+from cnnbench.rundir.index import runs_with
+from cnnbench.rundir.reuse import survey
 
 
 def machine() -> str:

@@ -28,7 +28,7 @@ from omegaconf import OmegaConf
 import cnnbench
 from cnnbench.core.config import conf_dir
 from cnnbench.errors import CnnbenchError
-from cnnbench.runs.value_checks import leaves
+from cnnbench.rundir.value_checks import leaves
 
 # Hydra's command-line spelling of each bad value (it parses them: "nan" is a float, "''" the empty string).
 BAD_VALUES = {
@@ -158,10 +158,10 @@ def assert_untouched(run_dir: Path, hashes: dict[str, str], cwd: Path) -> None:
 
 
 def test_every_key_is_composed_and_has_a_rule() -> None:
-    from cnnbench.runs.values import CHECKED_BY_CONSTRUCTION, rules
+    from cnnbench.rundir.values import CHECKED_BY_CONSTRUCTION, rules
 
     missing = [k for k in KEYS if k not in rules() and not k.startswith(CHECKED_BY_CONSTRUCTION)]
-    assert not missing, f"keys without a rule in cnnbench/runs/values.py: {missing}"
+    assert not missing, f"keys without a rule in cnnbench/rundir/values.py: {missing}"
     assert {"trainer.max_iters", "schedule.milestones", "optimizer.momentum", "model.growth_rate"} <= set(
         KEYS
     )
@@ -231,8 +231,8 @@ def test_a_sweep_checks_every_job_before_its_folder_exists(cli, tmp_path) -> Non
 
 def accepted_pairs(pairs: list[tuple[str, str]]) -> list[tuple[str, str]]:
     """The pairs whose value check_config accepts (valid values for their key)."""
-    from cnnbench.runs.taskconfig import task_config
-    from cnnbench.runs.validate import check_config
+    from cnnbench.rundir.taskconfig import task_config
+    from cnnbench.rundir.validate import check_config
 
     accepted = []
     GlobalHydra.instance().clear()

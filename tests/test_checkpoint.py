@@ -16,7 +16,7 @@ import pytest
 import torch
 
 from cnnbench.errors import CnnbenchError
-from cnnbench.runs.checkpoint import load_checkpoint, save_checkpoint
+from cnnbench.rundir.checkpoint import load_checkpoint, save_checkpoint
 
 
 class Payload:
@@ -79,7 +79,7 @@ def test_a_process_killed_while_writing_leaves_a_loadable_checkpoint(tmp_path: P
         f"""
         import torch
         from pathlib import Path
-        from cnnbench.runs.checkpoint import save_checkpoint
+        from cnnbench.rundir.checkpoint import save_checkpoint
         for i in range(10**6):
             save_checkpoint({{"iteration": i, "model": {{"w": torch.full((4_000_000,), float(i))}}}},
                             Path({str(path)!r}))

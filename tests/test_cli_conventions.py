@@ -179,7 +179,7 @@ def test_a_refused_config_leaves_no_outputs_folder_at_all(cli, tmp_path):
 def test_fp16_on_a_cpu_can_be_forced():
     from cnnbench.core.overrides import compose
     from cnnbench.errors import CnnbenchError
-    from cnnbench.runs.validate import check_config
+    from cnnbench.rundir.validate import check_config
 
     cfg = compose(["data=digits", "trainer.precision=fp16", "trainer.device=cpu"])
     with pytest.raises(CnnbenchError, match="trainer.precision=bf16"):

@@ -160,10 +160,10 @@ def test_no_import_cycles():
 LAYERS = (
     ("cnnbench.version", "cnnbench.errors", "cnnbench.core"),
     ("cnnbench.data", "cnnbench.models", "cnnbench.update"),
-    ("cnnbench.runs", "cnnbench.launchers"),  # launchers: a sweep job's GPU, which the engine asks for
+    ("cnnbench.rundir", "cnnbench.launchers"),  # launchers: a sweep job's GPU, which the engine asks for
     ("cnnbench.engine", "cnnbench.fastpath"),
     # The list launcher plugin sits beside the commands (commands/launch.py registers it) and imports
-    # none of them (test below): it checks jobs with runs/validate, as the app does.
+    # none of them (test below): it checks jobs with rundir/validate, as the app does.
     ("cnnbench.commands", "cnnbench.reporting", "cnnbench.diagnostics", LIST_LAUNCHER),
     ("cnnbench", "cnnbench.cli", "cnnbench.api", "cnnbench.__main__"),  # `cnnbench`: the API, lazily
 )
@@ -227,7 +227,8 @@ def test_the_list_launcher_plugin_imports_no_command():
 
 def test_the_layers_test_sees_an_upward_import():
     # The check above can fail: a command module is above every engine module.
-    assert _layer("cnnbench.commands.app") > _layer("cnnbench.engine.trainer") > _layer("cnnbench.runs.files")
+    commands, engine, rundir = "cnnbench.commands.app", "cnnbench.engine.trainer", "cnnbench.rundir.files"
+    assert _layer(commands) > _layer(engine) > _layer(rundir)
     assert "cnnbench.engine.trainer" in _imports("cnnbench.commands.app")
 
 

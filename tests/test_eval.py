@@ -15,7 +15,7 @@ import yaml
 from conftest import TINY
 from typer.testing import CliRunner
 
-from cnnbench.runs.files import BEST_CHECKPOINT_NAME, METRICS_NAME, SAVED_CONFIG
+from cnnbench.rundir.files import BEST_CHECKPOINT_NAME, METRICS_NAME, SAVED_CONFIG
 
 # fp32 for the runs most tests share; test_eval_defaults_to_the_numerics... covers bf16 runs too.
 RUN = [*TINY, "trainer.max_iters=30", "trainer.eval_every=5", "trainer.precision=fp32"]
@@ -170,7 +170,7 @@ def test_flip_tta_equals_a_direct_computation(cli, val_run: Path, tmp_path: Path
 def test_best_weights_are_the_lowest_logged_val_error(cli, val_run: Path, tmp_path: Path) -> None:
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-    from cnnbench.runs.checkpoint import load_checkpoint
+    from cnnbench.rundir.checkpoint import load_checkpoint
 
     run = _copy(val_run, tmp_path / "run")
     metrics = _metrics(run)

@@ -186,7 +186,7 @@ def _compose(*overrides: str) -> DictConfig:
 
 
 def test_a_group_that_does_not_divide_the_batch_is_refused(cli, tmp_path: Path) -> None:
-    from cnnbench.runs.validate import check_config
+    from cnnbench.rundir.validate import check_config
 
     with pytest.raises(CnnbenchError, match=r"trainer.bn_group=48 does not divide trainer.batch_size=128"):
         check_config(_compose("trainer.bn_group=48"))
@@ -198,7 +198,7 @@ def test_a_group_that_does_not_divide_the_batch_is_refused(cli, tmp_path: Path) 
 
 
 def test_ddp_groups_are_per_process_and_exclude_sync_bn(monkeypatch: pytest.MonkeyPatch) -> None:
-    from cnnbench.runs.validate import check_config
+    from cnnbench.rundir.validate import check_config
 
     monkeypatch.setenv("WORLD_SIZE", "2")
     monkeypatch.setenv("RANK", "0")
@@ -226,7 +226,7 @@ def test_ddp_groups_are_per_process_and_exclude_sync_bn(monkeypatch: pytest.Monk
     ],
 )
 def test_bad_settings_are_one_clear_error(overrides: list[str], needle: str) -> None:
-    from cnnbench.runs.validate import check_config
+    from cnnbench.rundir.validate import check_config
 
     with pytest.raises(CnnbenchError) as error:
         check_config(_compose(*overrides))
@@ -234,7 +234,7 @@ def test_bad_settings_are_one_clear_error(overrides: list[str], needle: str) -> 
 
 
 def test_numerics_group_combines_with_the_experiments() -> None:
-    from cnnbench.runs.validate import check_config
+    from cnnbench.rundir.validate import check_config
 
     paper = _compose("numerics=paper")
     assert (paper.trainer.precision, paper.trainer.tf32, paper.trainer.bn_group) == ("fp32", False, 64)
@@ -432,7 +432,7 @@ def test_interrupted_before_or_after_the_switch_resumes_exactly(
 ) -> None:
     from cnnbench.engine.step import TrainStep
     from cnnbench.engine.trainer import run
-    from cnnbench.runs.checkpoint import load_checkpoint
+    from cnnbench.rundir.checkpoint import load_checkpoint
 
     ended = json.loads((reference / "metrics.json").read_text())["warmup_ended_at"]
     stop_at = ended - 3 if before_switch else ended + 2  # mid-window, either side of the switch

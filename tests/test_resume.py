@@ -33,7 +33,7 @@ from omegaconf import DictConfig
 from typer.testing import CliRunner
 
 from cnnbench.cli import app
-from cnnbench.runs.checkpoint import CHECKPOINT_NAME, load_checkpoint
+from cnnbench.rundir.checkpoint import CHECKPOINT_NAME, load_checkpoint
 
 ITERS = 40
 TIMEOUT = 180
@@ -432,7 +432,7 @@ def test_a_resumed_writers_event_file_is_read_after_the_earlier_ones(tmp_path: P
     first, its purge of the old points before them. The resumed writer's file must sort last."""
     import socket
 
-    from cnnbench.runs.tb import TensorBoardLog
+    from cnnbench.rundir.tb import TensorBoardLog
 
     # What the first attempt left this very second, with a counter that sorts after any small one.
     first = (
@@ -871,7 +871,7 @@ def test_a_failed_checkpoint_write_keeps_the_last_one_and_the_run_continues_late
     with a clear message, checkpoint 10 survives intact, and once the disk is fixed the run continues
     exactly."""
     from cnnbench.engine.trainer import CheckpointNotWritten, run
-    from cnnbench.runs import checkpoint as checkpoint_module
+    from cnnbench.rundir import checkpoint as checkpoint_module
 
     cfg = compose_tiny(f"trainer.max_iters={ITERS}", "trainer.ckpt_every=10")
     save = torch.save

@@ -18,7 +18,7 @@ import pytest
 from conftest import logging_kept
 from typer.testing import CliRunner
 
-from cnnbench.runs.identity import identity_of, identity_of_settings, identity_settings, run_identity
+from cnnbench.rundir.identity import identity_of, identity_of_settings, identity_settings, run_identity
 
 TINY = [
     "data=digits",
@@ -122,7 +122,7 @@ def test_identity_counts_what_changes_the_result_and_nothing_else():
 def test_identity_is_the_same_in_another_process():
     code = textwrap.dedent(
         f"""
-        from cnnbench.runs.identity import identity_of
+        from cnnbench.rundir.identity import identity_of
         print(identity_of({BASE!r}).digest)
         """
     )
@@ -202,7 +202,7 @@ def test_a_diverged_run_is_never_reused(reused, tmp_path):
 HOLD = (
     "import json, sys, time\n"
     "from pathlib import Path\n"
-    "from cnnbench.runs.lock import acquire\n"
+    "from cnnbench.rundir.lock import acquire\n"
     "folder, seconds, then = Path(sys.argv[1]), float(sys.argv[2]), sys.argv[3]\n"
     "lock = acquire(folder, 'train')\n"
     "print('held', flush=True)\n"
@@ -254,7 +254,7 @@ def test_a_run_in_progress_is_waited_for_then_reused(reused, tmp_path):
 
 
 def test_an_identity_claimed_by_another_job_is_not_trained_here(reused, tmp_path):
-    from cnnbench.runs.index import identity_folder
+    from cnnbench.rundir.index import identity_folder
 
     cli, _, _, two, _, _ = reused
     store = tmp_path / "store"
@@ -311,7 +311,7 @@ def test_report_over_a_selection_takes_one_run_per_identity(reused, tmp_path):
 
 
 def test_the_index_is_rebuilt_when_deleted(reused):
-    from cnnbench.runs.index import INDEX_NAME, is_built, runs_with
+    from cnnbench.rundir.index import INDEX_NAME, is_built, runs_with
 
     _, cwd, one, _, _, _ = reused
     root = cwd / "outputs"

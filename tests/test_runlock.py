@@ -1,4 +1,4 @@
-"""One process per run folder (cnnbench.runs.lock): run.lock, held while training (and eval, export) write.
+"""One process per run folder (cnnbench.rundir.lock): run.lock, held while training (and eval, export) write.
 
 A second process that holds a folder is a real child process: it takes the lock, says so on its stdout and
 then waits on its stdin, so the tests know it holds the lock without sleeping; SIGKILL ends it the hard
@@ -25,22 +25,22 @@ from test_resume import cnnbench as cnnbench_cli  # the CLI in a process of its 
 
 import cnnbench
 from cnnbench.errors import CnnbenchError
-from cnnbench.runs import lock
-from cnnbench.runs.files import LOCK_NAME
+from cnnbench.rundir import lock
+from cnnbench.rundir.files import LOCK_NAME
 
 FAST = ["trainer.precision=fp32", "trainer.channels_last=false", "trainer.compile=false"]
 RUN = [*TINY, *FAST]  # 20 iterations, a checkpoint every 10
 
 HOLDER = """
 import sys
-from cnnbench.runs.lock import acquire
+from cnnbench.rundir.lock import acquire
 held = acquire(sys.argv[1], sys.argv[2], sys.argv[3] or None)
 print("locked", flush=True)
 sys.stdin.read()  # holds the folder until the test kills this process
 """
 PROBE = """
 import json, sys
-from cnnbench.runs.lock import probe
+from cnnbench.rundir.lock import probe
 found = probe(sys.argv[1])
 print(json.dumps({"state": found.state, "holder": found.holder and found.holder.record()}))
 """

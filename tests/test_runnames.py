@@ -1,4 +1,4 @@
-"""Sweep job folders named by what varies (cnnbench/runs/names.py): the rule, the resolver, resume's naming.
+"""Sweep job folders named by what varies (cnnbench/rundir/names.py): the rule, the resolver, resume's naming.
 
 No training here: tests/test_tensorboard.py runs a real sweep and resumes it.
 """
@@ -12,8 +12,8 @@ import pytest
 import yaml
 from omegaconf import OmegaConf
 
-from cnnbench.runs import names as runnames
-from cnnbench.runs.names import Naming, job_name, record_job_name, safe_folder_name, varying_keys
+from cnnbench.rundir import names as runnames
+from cnnbench.rundir.names import Naming, job_name, record_job_name, safe_folder_name, varying_keys
 
 NAMING = Naming(frozenset({"experiment"}))
 TINY = ["data=digits", "trainer.max_iters=400", "trainer.eval_every=100"]

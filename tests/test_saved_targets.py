@@ -19,7 +19,7 @@ from typer.testing import CliRunner
 
 from cnnbench.core.optim import TRUST_ENV, check_saved_target, optimizer_class, trusted_target
 from cnnbench.errors import CnnbenchError
-from cnnbench.runs.files import METRICS_NAME, MULTIRUN_RECORD, SAVED_CONFIG
+from cnnbench.rundir.files import METRICS_NAME, MULTIRUN_RECORD, SAVED_CONFIG
 
 MODULE = "cnnbench_foreign_optimizer"
 FOREIGN = f"{MODULE}.NotAnOptimizer"
@@ -119,7 +119,7 @@ def test_a_resumed_sweep_refuses_a_foreign_target_before_any_job_starts(tmp_path
 
 
 def test_the_users_own_command_line_may_name_any_class(marker: Path) -> None:
-    from cnnbench.runs.validate import check_config
+    from cnnbench.rundir.validate import check_config
 
     cfg = _compose(f"optimizer._target_={MODULE}.OwnSGD")
     check_config(cfg)  # a config composed from conf/ and the command line is the user's choice

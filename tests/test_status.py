@@ -378,7 +378,7 @@ def test_format_duration():
 def test_run_lock_tells_running_from_killed_before_file_times_do(tmp_path, now):
     """A free run.lock under a fresh 'running' metrics.json: the trainer died (no waiting for staleness); a
     held one: running, by whom. Without run.lock (older runs), file times decide as before."""
-    from cnnbench.runs import lock
+    from cnnbench.rundir import lock
 
     run = write_job(tmp_path / "run", metrics=metrics("running", 100, 10.0), checkpoint=True, now=now)
     assert folder_status(run, now=now).jobs[0].state == "running"  # no run.lock: young, so running

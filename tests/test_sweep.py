@@ -131,7 +131,7 @@ def name_from_hparams(hparams) -> str:
 
 
 def expected_name(overrides: list[str], varying: tuple[str, ...]) -> str:
-    """The job's overrides of the keys the sweep varies, sorted by key (cnnbench/runs/names.py)."""
+    """The job's overrides of the keys the sweep varies, sorted by key (cnnbench/rundir/names.py)."""
     kept = [o for o in overrides if o.split("=", 1)[0] in varying]
     return ",".join(sorted(kept, key=lambda o: o.split("=", 1)[0]))
 
@@ -382,7 +382,7 @@ def test_shipped_experiments_carry_valid_sweeps():
     from hydra.core.override_parser.overrides_parser import OverridesParser
     from omegaconf import OmegaConf
 
-    from cnnbench.runs.validate import check_config
+    from cnnbench.rundir.validate import check_config
 
     parser = OverridesParser.create()
     swept = {}

@@ -311,7 +311,7 @@ def test_a_sweep_named_by_override_dirname_resumes_into_its_own_folders(sweep, t
 
 
 def test_families_and_another_familys_charts():
-    from cnnbench.runs.tb import family, layout
+    from cnnbench.rundir.tb import family, layout
 
     assert [family(m) for m in ("plain", "resnet", "preact_resnet", "wide_resnet", "densenet")] == [
         "plain",
@@ -332,7 +332,7 @@ def test_a_resumed_run_keeps_logging_its_family_tags(tmp_path):
     """A continuation never calls start(): the family comes with the model name at construction."""
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-    from cnnbench.runs.tb import TensorBoardLog
+    from cnnbench.rundir.tb import TensorBoardLog
 
     log = TensorBoardLog(tmp_path, resume_from=10, model="wide_resnet")
     log.scalars({"error/train": 0.25, "error/test": 0.5, "loss/train": 1.0}, step=20)

@@ -19,9 +19,9 @@ from omegaconf import DictConfig, read_write
 from cnnbench.core.config import conf_dir
 from cnnbench.errors import CnnbenchError, print_error
 from cnnbench.launchers.resolvers import register_resolvers as register_gpu_resolvers
-from cnnbench.runs.files import holds_run
-from cnnbench.runs.names import register as register_run_names
-from cnnbench.runs.taskconfig import task_config
+from cnnbench.rundir.files import holds_run
+from cnnbench.rundir.names import register as register_run_names
+from cnnbench.rundir.taskconfig import task_config
 
 # ${cnnbench.run_name:} names sweep job folders (conf/config.yaml); jobs in other processes import this too.
 register_run_names()
@@ -70,8 +70,8 @@ class RefuseOverwrite(Callback):
         if int(os.environ.get("RANK", "0")) > 0:
             return  # torchrun: rank 0 checks (and the other ranks find its files there)
         _refuse_unswept_experiment(config)
-        from cnnbench.runs.continuation import decide
-        from cnnbench.runs.validate import check_config
+        from cnnbench.rundir.continuation import decide
+        from cnnbench.rundir.validate import check_config
 
         task = task_config(config)
         check_config(task)  # a refused config leaves no run folder behind
@@ -110,8 +110,8 @@ class RefuseOverwrite(Callback):
             )
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
-        # How many jobs were filled from earlier runs (runs/reuse.py), and the training time that saved.
-        from cnnbench.runs.reuse_fill import reuse_summary
+        # How many jobs were filled from earlier runs (rundir/reuse.py), and the training time that saved.
+        from cnnbench.rundir.reuse_fill import reuse_summary
 
         summary = reuse_summary(Path(str(config.hydra.sweep.dir)))
         if summary:
@@ -224,7 +224,7 @@ def _discard_unstarted(run_dir: Path) -> None:
     import logging
     import shutil
 
-    from cnnbench.runs.lock import HELD, probe
+    from cnnbench.rundir.lock import HELD, probe
 
     existing = _new_run_folder.get("existing_parent")
     run_dir = run_dir.resolve()
@@ -247,10 +247,10 @@ def _discard_unstarted(run_dir: Path) -> None:
 
 
 def _outputs_root(cfg: DictConfig, hydra_cfg: Any, run_dir: Path, sweep_dir: Path | None) -> Path | None:
-    """Where this job looks for runs of its identity (runs/reuse.py); None under torchrun (no reuse)."""
+    """Where this job looks for runs of its identity (rundir/reuse.py); None under torchrun (no reuse)."""
     from omegaconf import OmegaConf
 
-    from cnnbench.runs.reuse import outputs_root, settings_of
+    from cnnbench.rundir.reuse import outputs_root, settings_of
 
     if int(os.environ.get("WORLD_SIZE", "1")) > 1:
         return None
@@ -268,7 +268,7 @@ def hydra_app(cfg: DictConfig) -> float | None:
 
     from cnnbench.commands.resume import resume_sweep_job
     from cnnbench.engine.trainer import run
-    from cnnbench.runs.reuse import reuse_or_train
+    from cnnbench.rundir.reuse import reuse_or_train
 
     hydra_cfg = HydraConfig.get()
     run_dir = Path(hydra_cfg.runtime.output_dir)

@@ -60,7 +60,7 @@ def measure(
     """
     from cnnbench.engine.parts import build_parts
     from cnnbench.engine.step import TrainStep, evaluate
-    from cnnbench.runs.validate import check_config
+    from cnnbench.rundir.validate import check_config
 
     protocol = protocol or BenchProtocol()
     iters, warmup, repeats = protocol.iters, protocol.warmup, protocol.repeats

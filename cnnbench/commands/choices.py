@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from enum import Enum
 
-from cnnbench.runs.weights import WEIGHTS
+from cnnbench.rundir.weights import WEIGHTS
 
 SPLITS = ("test", "val", "train")
 TTA_CHOICES = ("none", "flip")

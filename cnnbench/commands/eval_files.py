@@ -9,7 +9,7 @@ from typing import Any
 
 from cnnbench.commands.eval_options import CONFUSION_NAME, EVAL_NAME, EvalResult, value_text
 from cnnbench.errors import CnnbenchError
-from cnnbench.runs.files import (
+from cnnbench.rundir.files import (
     write_atomic,
     write_error,
     write_json_atomic,
@@ -119,7 +119,7 @@ def _write_figure_event(run_dir: Path, tag: str, rgb: Any, step: int) -> None:
 
     from torch.utils.tensorboard import SummaryWriter
 
-    from cnnbench.runs.tb import quiet_writer_threads
+    from cnnbench.rundir.tb import quiet_writer_threads
 
     quiet_writer_threads()
     folder = Path(tempfile.mkdtemp(prefix=".eval-", dir=run_dir))

@@ -11,7 +11,7 @@ from typing import Any
 
 from cnnbench.commands.choices import EVAL_PRECISIONS, SPLITS, TTA_CHOICES
 from cnnbench.errors import CnnbenchError
-from cnnbench.runs.weights import WEIGHTS
+from cnnbench.rundir.weights import WEIGHTS
 
 EVAL_NAME = "eval.json"
 CONFUSION_NAME = "confusion.png"

@@ -27,16 +27,16 @@ from cnnbench.commands.eval_options import NOT_LOADING_KEYS, EvalOptions, EvalRe
 from cnnbench.core.compiling import compile_module
 from cnnbench.engine.evaluation import Evaluated, evaluate_images
 from cnnbench.errors import CnnbenchError
-from cnnbench.runs.files import (
+from cnnbench.rundir.files import (
     NO_ROOM,
     READ_ONLY,
     NotWritten,
     read_env,
     write_error,
 )
-from cnnbench.runs.find import find_runs
-from cnnbench.runs.lock import holding, refuse_if_held
-from cnnbench.runs.weights import chosen_weights
+from cnnbench.rundir.find import find_runs
+from cnnbench.rundir.lock import holding, refuse_if_held
+from cnnbench.rundir.weights import chosen_weights
 
 if TYPE_CHECKING:
     from cnnbench.engine.trained import TrainedRun

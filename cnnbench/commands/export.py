@@ -32,9 +32,9 @@ import torch
 from cnnbench.commands.choices import EXPORT_FORMATS
 from cnnbench.commands.evaluate import input_shape
 from cnnbench.errors import CnnbenchError
-from cnnbench.runs.files import discard, os_error_of, write_error
-from cnnbench.runs.lock import holding
-from cnnbench.runs.weights import check_weights_name, chosen_weights
+from cnnbench.rundir.files import discard, os_error_of, write_error
+from cnnbench.rundir.lock import holding
+from cnnbench.rundir.weights import check_weights_name, chosen_weights
 
 _DEFAULT_NAMES = {"torchscript": "model.ts.pt", "onnx": "model.onnx", "state_dict": "state_dict.pt"}
 EXPORT_DIR = "export"
@@ -83,7 +83,7 @@ def _sidecar(path: Path) -> Path:
 
 def _check_target(run_dir: Path, path: Path, force: bool) -> None:
     """Never a file training wrote (even with --force); never an existing file without --force."""
-    from cnnbench.runs.files import (
+    from cnnbench.rundir.files import (
         BEST_CHECKPOINT_NAME,
         CHECKPOINT_NAME,
         ENV_NAME,

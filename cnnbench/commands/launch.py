@@ -20,7 +20,7 @@ def launch(args: list[str], command: str = "train") -> int:
     from cnnbench.commands.sweep_report import report_unended_sweep
     from cnnbench.core.overrides import clean_hydra_message, explain_override_problem
     from cnnbench.errors import CnnbenchError
-    from cnnbench.runs.files import LAUNCH_ENV
+    from cnnbench.rundir.files import LAUNCH_ENV
 
     saved_argv, saved_env = (
         sys.argv,

@@ -16,15 +16,15 @@ from typing import Any
 from omegaconf import DictConfig, OmegaConf
 
 from cnnbench.core.overrides import hydra_value
-from cnnbench.runs.checkpoint import has_checkpoint
-from cnnbench.runs.files import (
+from cnnbench.rundir.checkpoint import has_checkpoint
+from cnnbench.rundir.files import (
     MULTIRUN_RECORD,
     SAVED_CONFIG,
     SAVED_OVERRIDES,
     read_metrics,
     saved_config,
 )
-from cnnbench.runs.find import runs_under
+from cnnbench.rundir.find import runs_under
 
 log = logging.getLogger("cnnbench")
 
@@ -35,8 +35,8 @@ def resume_run(run_dir: Path) -> int:
     """Continue one run folder in place, as ``trainer.resume=must`` does; returns the exit code."""
     from cnnbench.core.optim import check_saved_target
     from cnnbench.engine.trainer import run
-    from cnnbench.runs.continuation import decide
-    from cnnbench.runs.logs import setup_logging
+    from cnnbench.rundir.continuation import decide
+    from cnnbench.rundir.logs import setup_logging
 
     metrics = read_metrics(run_dir) or {}
     if metrics.get("status") == "completed":
@@ -59,7 +59,7 @@ def resume_sweep_job(
     """One job of a resumed sweep (runs inside the Hydra job, whatever the launcher)."""
     from cnnbench.core.optim import check_saved_target
     from cnnbench.engine.trainer import run
-    from cnnbench.runs.lock import refuse_if_held
+    from cnnbench.rundir.lock import refuse_if_held
 
     metrics = read_metrics(run_dir) or {}
     status = metrics.get("status")
@@ -106,7 +106,7 @@ SUBDIR_KEY = "hydra.sweep.subdir="
 def _job_folder_naming(record: DictConfig) -> list[str]:
     """The sweep's own job-folder naming, as an override: a sweep made when folders were named by
     override_dirname resumes into those folders, not into new ones named by what varies."""
-    from cnnbench.runs.names import OVERRIDE_DIRNAME_SUBDIR, SUBDIR
+    from cnnbench.rundir.names import OVERRIDE_DIRNAME_SUBDIR, SUBDIR
 
     subdir = OmegaConf.to_container(record.hydra.sweep, resolve=False).get("subdir")
     return [f"{SUBDIR_KEY}{subdir}"] if subdir in (SUBDIR, OVERRIDE_DIRNAME_SUBDIR) else []

@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from cnnbench.errors import CnnbenchError
-from cnnbench.runs.files import SAVED_CONFIG, SAVED_OVERRIDES, read_env, read_metrics
+from cnnbench.rundir.files import SAVED_CONFIG, SAVED_OVERRIDES, read_env, read_metrics
 
 COLUMNS = (
     "identity",
@@ -54,7 +54,7 @@ def _config(run_dir: Path) -> dict[str, Any]:
     """The saved config, flattened (values as saved: an interpolation stays its text)."""
     import yaml
 
-    from cnnbench.runs.identity import _flatten
+    from cnnbench.rundir.identity import _flatten
 
     try:
         loaded = yaml.safe_load((run_dir / SAVED_CONFIG).read_text())
@@ -65,8 +65,8 @@ def _config(run_dir: Path) -> dict[str, Any]:
 
 def run_record(run_dir: Path) -> dict[str, Any]:
     """One row: what the run's small files say."""
-    from cnnbench.runs.identity import SHORT, run_identity
-    from cnnbench.runs.reuse_fill import read_reused
+    from cnnbench.rundir.identity import SHORT, run_identity
+    from cnnbench.rundir.reuse_fill import read_reused
 
     metrics = read_metrics(run_dir) or {}
     config = {} if metrics else _config(run_dir)
@@ -142,9 +142,9 @@ def matches(record: dict[str, Any], filters: list[tuple[str, list[str]]]) -> boo
 
 def collect(folder: Path, filters: Sequence[str] = ()) -> list[dict[str, Any]]:
     """Every run under ``folder`` (or ``folder`` itself) matching ``filters``, in folder order. Builds the
-    folder's identity index if it has none (runs/index.py)."""
-    from cnnbench.runs.find import is_run, runs_under
-    from cnnbench.runs.index import build, is_built
+    folder's identity index if it has none (rundir/index.py)."""
+    from cnnbench.rundir.find import is_run, runs_under
+    from cnnbench.rundir.index import build, is_built
 
     parsed = parse_filters(filters)
     folder = Path(folder)

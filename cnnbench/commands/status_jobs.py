@@ -32,7 +32,7 @@ from pathlib import Path
 from typing import Any
 
 from cnnbench.core.overrides import hydra_value
-from cnnbench.runs.files import (
+from cnnbench.rundir.files import (
     CHECKPOINT_NAME,
     METRICS_NAME,
     MULTIRUN_RECORD,
@@ -40,7 +40,7 @@ from cnnbench.runs.files import (
     SAVED_OVERRIDES,
     STATUSES,
 )
-from cnnbench.runs.lock import FREE, HELD, Probe, probe
+from cnnbench.rundir.lock import FREE, HELD, Probe, probe
 
 STALE = "stale"
 NOT_STARTED = "not started"

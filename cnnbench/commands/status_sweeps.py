@@ -12,8 +12,8 @@ from typing import Any
 
 from cnnbench.commands.status_jobs import NOT_STARTED, FolderStatus, Job, read_job, yaml_load
 from cnnbench.errors import CnnbenchError
-from cnnbench.runs.files import METRICS_NAME, MULTIRUN_RECORD
-from cnnbench.runs.find import is_run, is_sweep, runs_under
+from cnnbench.rundir.files import METRICS_NAME, MULTIRUN_RECORD
+from cnnbench.rundir.find import is_run, is_sweep, runs_under
 
 
 @dataclass
@@ -50,7 +50,7 @@ def sweep_combinations(record: Any) -> tuple[list[Combination] | None, str | Non
         return None, f"the sweep's overrides cannot be expanded here ({str(exc).splitlines()[0][:120]})"
 
     def dirname(combo: tuple[str, ...]) -> str:
-        from cnnbench.runs.names import Naming, override_dirname, record_job_name
+        from cnnbench.rundir.names import Naming, override_dirname, record_job_name
 
         named = record_job_name(hydra, combo)  # the sweep's hydra.sweep.subdir naming
         if named is not None:

@@ -27,8 +27,8 @@ from omegaconf import DictConfig
 
 from cnnbench.commands.status import folder_status
 from cnnbench.errors import CnnbenchError
-from cnnbench.runs.files import METRICS_NAME
-from cnnbench.runs.find import runs_under
+from cnnbench.rundir.files import METRICS_NAME
+from cnnbench.rundir.find import runs_under
 
 # The sweep this process launched whose report is still to be written (set when the sweep starts).
 _unended: dict[str, Path] = {}

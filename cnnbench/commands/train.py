@@ -10,7 +10,7 @@ from pathlib import Path
 from cnnbench.commands.launch import check_flags, distributed_setup, launch, list_sweep_jobs
 from cnnbench.core.overrides import split_flags
 from cnnbench.errors import CnnbenchError
-from cnnbench.runs.find import is_sweep
+from cnnbench.rundir.find import is_sweep
 
 # Hydra's flags that print one configuration instead of running.
 ONE_CONFIG_FLAGS = {"--cfg", "-c", "--info", "-i"}

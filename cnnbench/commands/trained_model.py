@@ -7,7 +7,7 @@ from pathlib import Path
 import torch
 
 from cnnbench.engine.trained import load_trained
-from cnnbench.runs.weights import chosen_weights
+from cnnbench.rundir.weights import chosen_weights
 
 
 def trained_model(run_dir: Path, device: str = "cpu", weights: str = "last") -> torch.nn.Module:

@@ -17,8 +17,8 @@ from cnnbench.engine.parts import Parts, model_options_of
 from cnnbench.engine.state import RunState
 from cnnbench.fastpath.steady import SteadyState
 from cnnbench.launchers.slots import sharing_record
-from cnnbench.runs.continuation import close_attempt, open_attempt
-from cnnbench.runs.files import (
+from cnnbench.rundir.continuation import close_attempt, open_attempt
+from cnnbench.rundir.files import (
     ENV_NAME,
     METRICS_NAME,
     NO_ROOM,
@@ -28,9 +28,9 @@ from cnnbench.runs.files import (
     write_failure,
     write_json_atomic,
 )
-from cnnbench.runs.logs import watch_log_file
-from cnnbench.runs.progress import Progress
-from cnnbench.runs.tb import TensorBoardLog
+from cnnbench.rundir.logs import watch_log_file
+from cnnbench.rundir.progress import Progress
+from cnnbench.rundir.tb import TensorBoardLog
 
 log = logging.getLogger("cnnbench")
 
@@ -111,7 +111,7 @@ class RunRecords:
                 self.run_dir,
                 resume_from=state.iteration if continued else None,
                 enabled=self.enabled,
-                model=cfg.model.name,  # its Figure 6 family tags (cnnbench/runs/tb.py)
+                model=cfg.model.name,  # its Figure 6 family tags (cnnbench/rundir/tb.py)
             )
         except OSError as exc:
             raise self.not_written(exc) from None

@@ -19,8 +19,8 @@ from cnnbench.core.rng import rng_state, set_rng_state
 from cnnbench.engine.parts import Parts, augment_seed
 from cnnbench.engine.step import TrainStep
 from cnnbench.errors import CnnbenchError
-from cnnbench.runs.continuation import changed_settings, flatten_config
-from cnnbench.runs.files import CHECKPOINT_NAME, SAVED_CONFIG, read_env
+from cnnbench.rundir.continuation import changed_settings, flatten_config
+from cnnbench.rundir.files import CHECKPOINT_NAME, SAVED_CONFIG, read_env
 from cnnbench.version import __version__
 
 CHECKPOINT_VERSION = 1

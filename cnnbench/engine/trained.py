@@ -18,8 +18,8 @@ from cnnbench.core.device import autocast, resolve_device
 from cnnbench.engine.parts import DeviceData, load_device_data, model_options_of
 from cnnbench.errors import CnnbenchError
 from cnnbench.models import build_model
-from cnnbench.runs.checkpoint import load_checkpoint
-from cnnbench.runs.files import CHECKPOINT_NAME, read_metrics, saved_config
+from cnnbench.rundir.checkpoint import load_checkpoint
+from cnnbench.rundir.files import CHECKPOINT_NAME, read_metrics, saved_config
 
 
 @dataclass

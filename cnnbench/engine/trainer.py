@@ -26,9 +26,9 @@ from cnnbench.engine.state import RunState, check_same_config, checkpoint_state,
 from cnnbench.engine.step import RunDiverged, TrainStep, evaluate
 from cnnbench.errors import CnnbenchError
 from cnnbench.fastpath.choice import CACHE_FILE as FASTPATH_RECORD
-from cnnbench.runs.checkpoint import CHECKPOINT_NAME, load_checkpoint, save_checkpoint
-from cnnbench.runs.continuation import decide, job_id
-from cnnbench.runs.files import (
+from cnnbench.rundir.checkpoint import CHECKPOINT_NAME, load_checkpoint, save_checkpoint
+from cnnbench.rundir.continuation import decide, job_id
+from cnnbench.rundir.files import (
     BEST_CHECKPOINT_NAME,
     NO_ROOM,
     READ_ONLY,
@@ -38,9 +38,9 @@ from cnnbench.runs.files import (
     read_env,
     write_error,
 )
-from cnnbench.runs.lock import holding
-from cnnbench.runs.logs import watch_log_file
-from cnnbench.runs.validate import check_config
+from cnnbench.rundir.lock import holding
+from cnnbench.rundir.logs import watch_log_file
+from cnnbench.rundir.validate import check_config
 
 log = logging.getLogger("cnnbench")
 
@@ -289,7 +289,7 @@ def run(
 
     ``sweep_dir``: the multirun folder of a sweep job (its jobs share one fast path).
     """
-    # One process per run folder (runs/lock.py): run.lock is held from before the trainer writes anything
+    # One process per run folder (rundir/lock.py): run.lock is held from before the trainer writes anything
     # until the run ends, however it ends. Under torchrun rank 0 holds it: the other ranks write nothing.
     with holding(Path(run_dir), "train", job_id=job_id(), enabled=context().is_main):
         return _run(cfg, run_dir, resume, restart, sweep_dir)
@@ -301,7 +301,7 @@ def _run(
     watch_log_file(Path(run_dir))  # a line train.log cannot take stops the run (RunRecords), quietly
     try:
         if not (resume or restart):
-            # trainer.resume decides what a folder that already holds a run means (runs/continuation.py).
+            # trainer.resume decides what a folder that already holds a run means (rundir/continuation.py).
             start = broadcast_object(decide(cfg, Path(run_dir)) if context().is_main else None)
             if start.done is not None:
                 log.info("%s is already completed; nothing to do, nothing changed.", run_dir)

@@ -11,8 +11,8 @@ from typing import Any
 from cnnbench.errors import CnnbenchError
 from cnnbench.reporting.runs import RunRecord, read_record
 from cnnbench.reporting.summary import Row, build_rows, duplicate_seed_warnings
-from cnnbench.runs.files import discard, write_error
-from cnnbench.runs.find import find_runs
+from cnnbench.rundir.files import discard, write_error
+from cnnbench.rundir.find import find_runs
 
 
 @dataclass
@@ -82,7 +82,7 @@ def compute_report(paths: Sequence[Path]) -> ComputedReport:
     """Read every run folder under ``paths`` and compute the report.
 
     ``paths`` may be run folders, Hydra sweep folders or folders holding several sweeps
-    (``cnnbench.runs.find``); a run that never wrote metrics.json is named in the warnings. Runs that
+    (``cnnbench.rundir.find``); a run that never wrote metrics.json is named in the warnings. Runs that
     differ only by seed and trainer/device settings form one configuration (data, augment, model, depth,
     optimizer and schedule must match, and so must ``trainer.max_iters`` and ``trainer.batch_size``: a
     different budget is a different experiment). Each configuration gets one row per status, so
@@ -176,7 +176,7 @@ SWEEPS_ROOT = Path("outputs") / "multirun"
 
 def latest_sweep_or_refuse() -> Path:
     """The latest sweep under ``outputs/multirun`` of the working folder, or the one-paragraph refusal."""
-    from cnnbench.runs.find import latest_sweep
+    from cnnbench.rundir.find import latest_sweep
 
     sweep = latest_sweep(SWEEPS_ROOT)
     if sweep is None:

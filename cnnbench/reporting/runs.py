@@ -13,7 +13,7 @@ from typing import Any
 import numpy as np
 
 from cnnbench.core.numerics import bn_images, describe
-from cnnbench.runs.files import METRICS_NAME, SAVED_CONFIG, read_env
+from cnnbench.rundir.files import METRICS_NAME, SAVED_CONFIG, read_env
 
 # Config sections that define the experiment. Everything else (trainer, device, seed, hydra, logging)
 # may differ between runs that are still seeds of one configuration.

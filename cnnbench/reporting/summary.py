@@ -10,7 +10,7 @@ from typing import Any
 
 from cnnbench.reporting.reference import paper_reference
 from cnnbench.reporting.runs import RunRecord
-from cnnbench.runs.files import STATUSES
+from cnnbench.rundir.files import STATUSES
 
 # Figure 6 order: plain left, ResNet right, other families after them.
 _FAMILY_ORDER = {"plain": 0, "resnet": 1}

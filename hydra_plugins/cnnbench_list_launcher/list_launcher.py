@@ -19,7 +19,7 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 
 
 class ListLauncher(Launcher):
-    """Compose every job of the sweep, check its config (cnnbench.runs.validate) and list it; run none.
+    """Compose every job of the sweep, check its config (cnnbench.rundir.validate) and list it; run none.
 
     ``quiet`` (`cnnbench train -m` checks a sweep this way before launching it): no table, only the
     refusal of the first job whose config cannot train.
@@ -70,10 +70,10 @@ class ListLauncher(Launcher):
 
 
 def _config_problem(job: DictConfig) -> str | None:
-    """What cnnbench.runs.validate refuses in this job's config (the checks `cnnbench train` runs first)."""
+    """What cnnbench.rundir.validate refuses in this job's config (the checks `cnnbench train` runs first)."""
     from cnnbench.errors import CnnbenchError
-    from cnnbench.runs.taskconfig import task_config
-    from cnnbench.runs.validate import check_config
+    from cnnbench.rundir.taskconfig import task_config
+    from cnnbench.rundir.validate import check_config
 
     try:
         check_config(task_config(job))

@@ -8,7 +8,7 @@ import os
 import sys
 from pathlib import Path
 
-from cnnbench.runs.files import LOG_NAME, os_error_of, write_error
+from cnnbench.rundir.files import LOG_NAME, os_error_of, write_error
 
 PLAIN_FORMAT = "[%(asctime)s][%(name)s][%(levelname)s] - %(message)s"
 

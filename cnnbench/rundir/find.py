@@ -13,7 +13,7 @@ from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 from cnnbench.errors import CnnbenchError
-from cnnbench.runs.files import CHECKPOINT_NAME, METRICS_NAME, MULTIRUN_RECORD, SAVED_CONFIG
+from cnnbench.rundir.files import CHECKPOINT_NAME, METRICS_NAME, MULTIRUN_RECORD, SAVED_CONFIG
 
 # The files that mark a run folder, the first written first.
 RUN_MARKERS = (SAVED_CONFIG, METRICS_NAME, CHECKPOINT_NAME)

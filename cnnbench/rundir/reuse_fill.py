@@ -17,7 +17,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from cnnbench.runs.files import (
+from cnnbench.rundir.files import (
     BEST_CHECKPOINT_NAME,
     CHECKPOINT_NAME,
     ENV_NAME,
@@ -26,7 +26,7 @@ from cnnbench.runs.files import (
     read_metrics,
     write_json_atomic,
 )
-from cnnbench.runs.find import runs_under
+from cnnbench.rundir.find import runs_under
 
 REUSED_NAME = "reused.json"
 # metrics.json last: a folder whose fill was cut short holds no metrics.json, so it is no completed run.

@@ -1,7 +1,7 @@
 """A run's identity: the fingerprint of everything that decides its result (docs/reuse.md).
 
 Two runs with the same identity train the same network the same way and log the same numbers, so a
-finished one stands for the other (``runs/reuse.py``). The identity is the sha256 of the canonical JSON
+finished one stands for the other (``rundir/reuse.py``). The identity is the sha256 of the canonical JSON
 (sorted keys) of the resolved task config, less the keys that only say where or how fast a run trains
 (``NOT_IDENTITY``), plus ``SCHEME``. ``auto`` settings count as asked (``trainer.precision=auto`` is
 "auto"); what they resolved to is env.json's record, shown beside the identity, never hashed.
@@ -17,7 +17,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from cnnbench.runs.files import SAVED_CONFIG, write_json_atomic
+from cnnbench.rundir.files import SAVED_CONFIG, write_error, write_json_atomic
 
 IDENTITY_NAME = "identity.json"
 # Bumped when cnnbench changes what a given config trains (a model's layers, the data split, the
@@ -73,7 +73,6 @@ class Identity:
             "short": self.short,
             "scheme": SCHEME,
             "computed": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-            "settings": self.settings,
         }
 
 
@@ -121,7 +120,18 @@ def identity_of(config: Any) -> Identity:
 
 
 def write_identity(run_dir: Path, identity: Identity) -> None:
-    write_json_atomic(Path(run_dir) / IDENTITY_NAME, identity.record())
+    """identity.json: the digest only (a few hundred bytes); the settings behind it are the saved config's.
+    A file that cannot be written is the one-paragraph refusal (exit 75 when there is no room)."""
+    path = Path(run_dir) / IDENTITY_NAME
+    try:
+        write_json_atomic(path, identity.record())
+    except OSError as exc:
+        raise write_error(
+            path,
+            exc,
+            "The run did not start; nothing was trained.",
+            f"Make {run_dir} writable by this user, or train into another folder.",
+        ) from None
 
 
 def recorded_identity(run_dir: Path) -> str | None:

@@ -1,6 +1,6 @@
 """What a rule for one config key is: ``Rule`` (what it allows, in words, and the closest valid value
 for a bad one) and its kinds (whole numbers, numbers, flags, choices, text, pairs, milestones, devices).
-The table of ``cnnbench.runs.values`` is built from them."""
+The table of ``cnnbench.rundir.values`` is built from them."""
 
 from __future__ import annotations
 

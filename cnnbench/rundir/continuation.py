@@ -27,9 +27,9 @@ from typing import Any
 from omegaconf import DictConfig, OmegaConf
 
 from cnnbench.errors import CnnbenchError
-from cnnbench.runs.checkpoint import has_checkpoint
-from cnnbench.runs.files import MULTIRUN_RECORD, SAVED_CONFIG, existing_run_error, holds_run, read_metrics
-from cnnbench.runs.lock import refuse_if_held
+from cnnbench.rundir.checkpoint import has_checkpoint
+from cnnbench.rundir.files import MULTIRUN_RECORD, SAVED_CONFIG, existing_run_error, holds_run, read_metrics
+from cnnbench.rundir.lock import refuse_if_held
 
 # Settings a resumed run may change: where it runs and how fast, not what it computes.
 RESUME_MAY_CHANGE = (

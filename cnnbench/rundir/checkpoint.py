@@ -10,7 +10,7 @@ from typing import Any
 import torch
 
 from cnnbench.errors import CnnbenchError
-from cnnbench.runs.files import CHECKPOINT_NAME, PREVIOUS_CHECKPOINT_NAME, discard, os_error_of
+from cnnbench.rundir.files import CHECKPOINT_NAME, PREVIOUS_CHECKPOINT_NAME, discard, os_error_of
 
 __all__ = ["CHECKPOINT_NAME", "has_checkpoint", "load_checkpoint", "save_checkpoint"]
 

@@ -1,7 +1,7 @@
 """The allowed values of every key of the composed config: one table, ``rules()``.
 
 For each leaf key it says what the key may hold (type, range, choices; the kinds of rule are in
-``cnnbench.runs.value_rules``). ``cnnbench.runs.value_checks`` walks a composed config through it before
+``cnnbench.rundir.value_rules``). ``cnnbench.rundir.value_checks`` walks a composed config through it before
 anything is loaded or written. Keys whose values only a class knows (a model family's options, an
 optimizer's arguments) are left out of the table: that class checks them itself.
 """
@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import math
 
-from cnnbench.runs.value_rules import (
+from cnnbench.rundir.value_rules import (
     MAX_DEPTH,
     MAX_IMAGES,
     MAX_ITERS,
@@ -33,8 +33,8 @@ def _rules() -> dict[str, Rule]:
     from cnnbench.data import DATASETS
     from cnnbench.data.augment import NORMALIZATIONS
     from cnnbench.data.policies import POLICIES, RA_BINS
-    from cnnbench.runs.continuation import RESUME_MODES
-    from cnnbench.runs.reuse import REUSE_MODES
+    from cnnbench.rundir.continuation import RESUME_MODES
+    from cnnbench.rundir.reuse import REUSE_MODES
 
     compile_modes = ("auto", "default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
     strength = number(0.0, example=0.4)
@@ -121,7 +121,7 @@ def _rules() -> dict[str, Rule]:
         "trainer.resume": choice(RESUME_MODES, "auto"),
         "trainer.label_smoothing": number(0.0, 1.0, 0.1, high_open=True),
         "trainer.ema_decay": number(0.0, 1.0, 0.999, high_open=True),
-        # --- reuse (cnnbench/runs/reuse.py)
+        # --- reuse (cnnbench/rundir/reuse.py)
         "reuse.mode": choice(REUSE_MODES, "auto"),
         "reuse.store": text("/data/cnnbench-outputs", what="a folder"),
         "reuse.wait_s": number(0.0, example=86400.0),

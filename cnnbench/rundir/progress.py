@@ -6,8 +6,8 @@ from __future__ import annotations
 import logging
 import time
 
-from cnnbench.runs.logs import is_interactive
-from cnnbench.runs.notebook import NotebookBar, kernel_shell
+from cnnbench.rundir.logs import is_interactive
+from cnnbench.rundir.notebook import NotebookBar, kernel_shell
 
 log = logging.getLogger("cnnbench")
 

@@ -23,7 +23,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from cnnbench.runs.files import write_json_atomic
+from cnnbench.rundir.files import write_json_atomic
 
 INDEX_NAME = ".cnnbench-index"
 VERSION = "v1"
@@ -77,9 +77,9 @@ def is_built(root: Path) -> bool:
 def build(root: Path) -> int:
     """Index every run folder under ``root`` (the cold start); returns how many runs were indexed.
     Entries of runs indexed meanwhile by their own jobs are rewritten with the same content."""
-    from cnnbench.runs.files import read_metrics
-    from cnnbench.runs.find import runs_under
-    from cnnbench.runs.identity import run_identity
+    from cnnbench.rundir.files import read_metrics
+    from cnnbench.rundir.find import runs_under
+    from cnnbench.rundir.identity import run_identity
 
     count = 0
     for run_dir in runs_under(Path(root)):
@@ -111,7 +111,7 @@ def ensure_built(root: Path) -> None:
 def runs_with(root: Path, digest: str) -> list[Path]:
     """The run folders the index names for ``digest``, checked against the folders themselves: an
     entry whose folder is gone or now holds another identity is removed."""
-    from cnnbench.runs.identity import run_identity
+    from cnnbench.rundir.identity import run_identity
 
     ensure_built(root)
     folder = identity_folder(root, digest)

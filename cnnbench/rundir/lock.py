@@ -45,7 +45,7 @@ from pathlib import Path
 from typing import Any
 
 from cnnbench.errors import CnnbenchError
-from cnnbench.runs.files import LOCK_NAME
+from cnnbench.rundir.files import LOCK_NAME
 
 try:
     import fcntl

@@ -28,7 +28,7 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
-from cnnbench.runs.files import MULTIRUN_RECORD  # written by the sweeper before the first job
+from cnnbench.rundir.files import MULTIRUN_RECORD  # written by the sweeper before the first job
 
 RESOLVER = "cnnbench.run_name"
 SUBDIR = "${" + RESOLVER + ":}"  # what conf/config.yaml puts in hydra.sweep.subdir

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from cnnbench.errors import CnnbenchError
-from cnnbench.runs.files import BEST_CHECKPOINT_NAME, CHECKPOINT_NAME
+from cnnbench.rundir.files import BEST_CHECKPOINT_NAME, CHECKPOINT_NAME
 
 
 @dataclass(frozen=True)

@@ -12,7 +12,7 @@ def _check_numerics(cfg: DictConfig) -> None:
     """trainer.bn_group (ghost BatchNorm) divides every process's batch: no silent last, smaller group."""
     from cnnbench.core.distributed import context
 
-    group = cfg.trainer.get("bn_group")  # its type and range: cnnbench.runs.values
+    group = cfg.trainer.get("bn_group")  # its type and range: cnnbench.rundir.values
     if group is None:
         return
     batch, world = int(cfg.trainer.batch_size), context().world_size
@@ -53,7 +53,7 @@ def _check_precision_fits_device(trainer: DictConfig) -> None:
 
 
 def check_config(cfg: DictConfig) -> None:
-    """Every value (cnnbench.runs.values), then what depends on several keys; each failure is one clear
+    """Every value (cnnbench.rundir.values), then what depends on several keys; each failure is one clear
     CnnbenchError, raised before anything is loaded or written."""
     from omegaconf import OmegaConf
 
@@ -61,7 +61,7 @@ def check_config(cfg: DictConfig) -> None:
     from cnnbench.core.schedule import make_lr_schedule
     from cnnbench.data.augment import check_augment
     from cnnbench.models.registry import check_depth, get_model_spec
-    from cnnbench.runs.value_checks import check_by_construction, check_values
+    from cnnbench.rundir.value_checks import check_by_construction, check_values
 
     try:
         plain = OmegaConf.to_container(cfg, resolve=True)

@@ -2,10 +2,10 @@
 
 The rules (docs/reuse.md):
 
-- A job looks for runs of its identity (``runs/identity.py``) under the *outputs root*: ``reuse.store``
+- A job looks for runs of its identity (``rundir/identity.py``) under the *outputs root*: ``reuse.store``
   when set, else the folder its run and sweep folders share (``outputs/`` by default), else the folder
   above its own sweep (or run) folder.
-- A *completed* match is reused (``runs/reuse_fill.py``): nothing is trained. A match that diverged,
+- A *completed* match is reused (``rundir/reuse_fill.py``): nothing is trained. A match that diverged,
   failed or was interrupted is not (the job's log says so) and the job trains.
 - A match in progress (its run.lock held by training, or the identity's claim held by another job that
   is about to train it) is waited for, up to ``reuse.wait_s`` seconds, polling; then reused if it
@@ -30,11 +30,11 @@ from pathlib import Path
 from typing import Any
 
 from cnnbench.errors import CnnbenchError
-from cnnbench.runs.files import CHECKPOINT_NAME, holds_run, read_metrics
-from cnnbench.runs.identity import Identity, identity_of, recorded_identity, write_identity
-from cnnbench.runs.index import INDEX_NAME, identity_folder, register, runs_with, unregister
-from cnnbench.runs.lock import HELD, FolderBusy, acquire, probe
-from cnnbench.runs.reuse_fill import duration, fill_from
+from cnnbench.rundir.files import CHECKPOINT_NAME, holds_run, read_metrics
+from cnnbench.rundir.identity import Identity, identity_of, recorded_identity, write_identity
+from cnnbench.rundir.index import INDEX_NAME, identity_folder, register, runs_with, unregister
+from cnnbench.rundir.lock import HELD, FolderBusy, acquire, probe
+from cnnbench.rundir.reuse_fill import duration, fill_from
 
 log = logging.getLogger("cnnbench")
 

@@ -1,7 +1,7 @@
 """The checks of a composed config's values, before anything is loaded or written.
 
 ``check_values`` walks a composed config and refuses the first bad value with one paragraph: the key,
-the value, what is allowed and the closest valid value (the table: ``cnnbench.runs.values``). Keys whose
+the value, what is allowed and the closest valid value (the table: ``cnnbench.rundir.values``). Keys whose
 values only a class knows (a model family's options, an optimizer's arguments) are checked by that class
 itself, on a meta-device model and a one-parameter optimizer (``check_by_construction``): the rule then
 is exactly the one training would meet.
@@ -13,8 +13,8 @@ from collections.abc import Iterator, Mapping
 from typing import Any
 
 from cnnbench.errors import CnnbenchError
-from cnnbench.runs.value_rules import Rule, shown
-from cnnbench.runs.values import rules
+from cnnbench.rundir.value_rules import Rule, shown
+from cnnbench.rundir.values import rules
 
 
 def leaves(config: Mapping, prefix: str = "") -> Iterator[tuple[str, Any]]:

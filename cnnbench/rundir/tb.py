@@ -28,7 +28,7 @@ from tensorboard.plugins.custom_scalar import layout_pb2
 from torch.utils.tensorboard import SummaryWriter
 from torch.utils.tensorboard.summary import hparams as hparams_summary
 
-from cnnbench.runs.files import os_error_of
+from cnnbench.rundir.files import os_error_of
 
 HPARAM_METRICS = ("error/test", "error/train", "loss/test", "loss/train")
 
