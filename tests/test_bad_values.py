@@ -84,9 +84,10 @@ PAIRS = [(key, name) for key in sorted(KEYS) for name in BAD_VALUES]
 
 
 def sample() -> list[tuple[str, str]]:
-    """Every key once or twice, with seeded choices of bad value: the default suite's share."""
+    """Every key once, with a seeded choice of bad value: the default suite's share (`-m slow`: every
+    pair)."""
     rng = random.Random(20261204)
-    return [(key, name) for key in sorted(KEYS) for name in rng.sample(sorted(BAD_VALUES), 2)]
+    return [(key, rng.choice(sorted(BAD_VALUES))) for key in sorted(KEYS)]
 
 
 def overrides_for(key: str, name: str) -> list[str]:

@@ -64,6 +64,7 @@ def test_torchrun_two_cpu_processes_match_a_single_process_run(tmp_path: Path) -
     assert abs(ddp_metrics["train_loss"] - single_metrics["train_loss"]) < 0.15
 
 
+@pytest.mark.slow  # two processes under torchrun, about 17 s
 def test_sync_bn_on_cpus_is_a_clear_error(tmp_path: Path) -> None:
     result = _run([*TORCHRUN, "-m", "cnnbench", "train", *ARGS, "trainer.sync_bn=true"], tmp_path)
     assert result.returncode != 0, _explain(result)

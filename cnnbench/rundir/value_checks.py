@@ -67,9 +67,9 @@ def check_by_construction(config: Mapping) -> None:
     except CnnbenchError:
         raise
     except Exception as exc:  # a family's own refusal, in its words
-        shown = " ".join(f"model.{k}={shown(v)}" for k, v in options.items())
+        given = " ".join(f"model.{k}={shown(v)}" for k, v in options.items())
         raise CnnbenchError(
-            f"model={model['name']} depth={config['depth']} {shown} cannot be built: {exc}. Check these "
+            f"model={model['name']} depth={config['depth']} {given} cannot be built: {exc}. Check these "
             f"options (`cnnbench config model={model['name']}` shows the defaults)."
         ) from None
     kwargs = optimizer_kwargs(config["optimizer"])
@@ -77,9 +77,9 @@ def check_by_construction(config: Mapping) -> None:
     try:
         cls([torch.zeros(1, requires_grad=True)], **kwargs)
     except Exception as exc:  # torch's own refusal (e.g. nesterov without momentum)
-        shown = " ".join(f"optimizer.{k}={shown(v)}" for k, v in kwargs.items())
+        given = " ".join(f"optimizer.{k}={shown(v)}" for k, v in kwargs.items())
         target = config["optimizer"].get("_target_") or cls.__name__
         raise CnnbenchError(
-            f"{target} refuses {shown}: {exc}. Change the value it names "
+            f"{target} refuses {given}: {exc}. Change the value it names "
             f"(`cnnbench config optimizer={config['optimizer'].get('name')}` shows the defaults)."
         ) from None
