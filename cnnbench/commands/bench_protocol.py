@@ -13,6 +13,11 @@ from cnnbench.errors import CnnbenchError
 OPTION_TYPES = {"iters": int, "warmup": int, "repeats": int, "window": float, "eval_images": int}
 
 
+def _given(name: str, value: object) -> str:
+    """A protocol value as the user may have given it: the option, or its ``bench.KEY`` override."""
+    return f"--{name.replace('_', '-')} {value} (bench.{name}={value})"
+
+
 @dataclass(frozen=True)
 class BenchProtocol:
     """How `cnnbench bench` times: ``warmup`` untimed steps of each kind, then ``repeats`` interleaved
@@ -28,12 +33,12 @@ class BenchProtocol:
     def __post_init__(self) -> None:
         for name, value, minimum in (("warmup", self.warmup, 1), ("repeats", self.repeats, 1)):
             if value < minimum:
-                raise CnnbenchError(f"bench.{name}={value} must be at least {minimum}.")
+                raise CnnbenchError(f"{_given(name, value)} must be at least {minimum}.")
         for name, value in (("iters", self.iters), ("eval_images", self.eval_images)):
             if value is not None and value < 1:
-                raise CnnbenchError(f"bench.{name}={value} must be a positive integer (or left out: auto).")
+                raise CnnbenchError(f"{_given(name, value)} must be a positive integer (or left out: auto).")
         if not self.window > 0:
-            raise CnnbenchError(f"bench.window={self.window} must be a positive number of seconds.")
+            raise CnnbenchError(f"{_given('window', self.window)} must be a positive number of seconds.")
 
     @classmethod
     def from_overrides(
